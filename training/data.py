@@ -1,0 +1,210 @@
+"""Labelled JSONL files -> examples -> stratified splits -> `datasets.Dataset`."""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from training.config import ConfigError
+from training.taxonomy import Taxonomy
+from training.text import clean, split_units
+
+log = logging.getLogger(__name__)
+
+SEED_SOURCE = "seed"
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str  # cleaned with training.text.clean, exactly as the model sees it
+    labels: tuple[str, ...]
+    source: str  # "seed" for hand-labelled crawled units; anything else is training-only data
+    ref: str  # file:line, for messages
+
+
+def seed_unit_records(seed_dir: str | Path) -> list[dict]:
+    """The units `split_units` makes from every page in `seed_dir`, as label-file records without labels."""
+    records = []
+    for path in sorted(Path(seed_dir).glob("*.txt")):
+        page = path.read_text(encoding="utf-8")
+        for unit in split_units(page):
+            records.append(
+                {"doc": path.stem, "unit": unit.index, "start": unit.start, "end": unit.end, "text": unit.text}
+            )
+    return records
+
+
+def read_label_file(path: Path, taxonomy: Taxonomy) -> list[Example]:
+    examples = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{where}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise ConfigError(f"{where}: each line needs a string field 'text'")
+            labels = record.get("labels")
+            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+                raise ConfigError(f"{where}: 'labels' must be a list of label ids")
+            taxonomy.check(labels, where)
+            text = clean(record["text"])
+            if not text:
+                raise ConfigError(f"{where}: text is empty after cleaning")
+            source = str(record.get("source", SEED_SOURCE if "doc" in record else "user"))
+            examples.append(Example(text, tuple(sorted(labels)), source, where))
+    return examples
+
+
+def load_examples(patterns: Iterable[str], taxonomy: Taxonomy) -> list[Example]:
+    """Read every labelled unit named by the glob patterns; fail loudly on any bad line."""
+    files: list[Path] = []
+    for pattern in patterns:
+        matched = sorted(glob.glob(pattern))
+        if not matched:
+            raise ConfigError(f"data.label_files: {pattern!r} matches no file")
+        files.extend(Path(m) for m in matched)
+    examples = [ex for path in dict.fromkeys(files) for ex in read_label_file(path, taxonomy)]
+    if not examples:
+        raise ConfigError("no labelled units found in data.label_files")
+    return examples
+
+
+def multi_hot(examples: list[Example], taxonomy: Taxonomy) -> np.ndarray:
+    """Rows of 0/1 over the directions; `other` is the all-zero row."""
+    index = {label: i for i, label in enumerate(taxonomy.directions)}
+    matrix = np.zeros((len(examples), len(taxonomy.directions)), dtype=np.float32)
+    for row, ex in enumerate(examples):
+        for label in ex.labels:
+            if label in index:
+                matrix[row, index[label]] = 1.0
+    return matrix
+
+
+def label_counts(examples: list[Example]) -> Counter:
+    return Counter(label for ex in examples for label in ex.labels)
+
+
+def _strat_matrix(examples: list[Example], taxonomy: Taxonomy) -> np.ndarray:
+    y = multi_hot(examples, taxonomy)
+    other = (y.sum(axis=1) == 0).astype(np.float32)[:, None]
+    return np.hstack([y, other])
+
+
+def _by_text(examples: list[Example]) -> tuple[list[Example], list[list[int]]]:
+    """Collapse identical texts so a repeated headline never sits on both sides of a split."""
+    groups: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(ex.text, []).append(i)
+    keys = list(groups)
+    return [examples[groups[k][0]] for k in keys], [groups[k] for k in keys]
+
+
+def kfold_indices(examples: list[Example], taxonomy: Taxonomy, k: int, seed: int) -> list[np.ndarray]:
+    """Multi-label stratified K folds (iterative stratification); returns the test indices of each fold."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    unique, members = _by_text(examples)
+    if len(unique) < k:
+        raise ConfigError(f"cannot make {k} folds from {len(unique)} distinct units")
+    y = _strat_matrix(unique, taxonomy)
+    folds = []
+    splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for _, test in splitter.split(np.zeros(len(unique)), y):
+        folds.append(np.array(sorted(i for t in test for i in members[t])))
+    return folds
+
+
+def holdout_indices(examples: list[Example], taxonomy: Taxonomy, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-label stratified split into (rest, held-out) indices."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    unique, members = _by_text(examples)
+    if len(unique) < 4:
+        raise ConfigError(f"too few distinct units ({len(unique)}) to hold out a split")
+    y = _strat_matrix(unique, taxonomy)
+    splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+    rest, held = next(splitter.split(np.zeros(len(unique)), y))
+    expand = lambda idx: np.array(sorted(i for t in idx for i in members[t]))  # noqa: E731
+    return expand(rest), expand(held)
+
+
+@dataclass
+class Splits:
+    train: list[Example]
+    val: list[Example]
+    test: list[Example]
+
+    def describe(self, taxonomy: Taxonomy) -> str:
+        lines = []
+        for name in ("train", "val", "test"):
+            part = getattr(self, name)
+            counts = label_counts(part)
+            sources = Counter(ex.source for ex in part)
+            per_label = ", ".join(f"{label}={counts.get(label, 0)}" for label in taxonomy.all_labels)
+            lines.append(f"{name}: {len(part)} units ({dict(sources)}); {per_label}")
+        return "\n".join(lines)
+
+
+def make_splits(
+    seed_units: list[Example],
+    extra: list[Example],
+    taxonomy: Taxonomy,
+    test_idx: np.ndarray | None,
+    val_fraction: float,
+    test_fraction: float,
+    extra_val_fraction: float,
+    seed: int,
+) -> Splits:
+    """Train/val/test where the test set holds seed (real crawled) units only.
+
+    With `test_idx` given (a CV fold) those seed units are the test set; otherwise a
+    stratified `test_fraction` of the seed units is held out. Validation takes a
+    stratified share of the remaining seed units plus a share of the extra data.
+    """
+    if test_idx is None:
+        rest_idx, test_idx = holdout_indices(seed_units, taxonomy, test_fraction, seed)
+    else:
+        rest_idx = np.setdiff1d(np.arange(len(seed_units)), test_idx)
+    rest = [seed_units[i] for i in rest_idx]
+    train_i, val_i = holdout_indices(rest, taxonomy, val_fraction / (1 - test_fraction), seed)
+    train = [rest[i] for i in train_i]
+    val = [rest[i] for i in val_i]
+    if extra:
+        if extra_val_fraction > 0:
+            extra_train_i, extra_val_i = holdout_indices(extra, taxonomy, extra_val_fraction, seed)
+            train += [extra[i] for i in extra_train_i]
+            val += [extra[i] for i in extra_val_i]
+        else:
+            train += extra
+    test = [seed_units[i] for i in test_idx]
+    for name, part in (("train", train), ("val", val), ("test", test)):
+        missing = [label for label in taxonomy.all_labels if label_counts(part).get(label, 0) == 0]
+        if missing:
+            log.warning("%s split has no example of %s", name, ", ".join(missing))
+    return Splits(train, val, test)
+
+
+def to_dataset(examples: list[Example], taxonomy: Taxonomy, tokenizer, max_length: int):
+    """Tokenised `datasets.Dataset` with float multi-hot `labels` (BCE-with-logits wants floats)."""
+    from datasets import Dataset
+
+    dataset = Dataset.from_dict(
+        {"text": [ex.text for ex in examples], "labels": multi_hot(examples, taxonomy).tolist()}
+    )
+    return dataset.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+        batched=True,
+        remove_columns=["text"],
+        desc="tokenising",
+    )

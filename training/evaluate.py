@@ -1,0 +1,172 @@
+"""Metrics, threshold tuning, the two baselines, the co-occurrence figure and report.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from training.data import Example, multi_hot
+from training.taxonomy import Taxonomy
+
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+def with_other(y: np.ndarray) -> np.ndarray:
+    """Append the `other` column (1 where no direction is set)."""
+    y = np.asarray(y)
+    return np.hstack([y, (y.sum(axis=1) == 0)[:, None].astype(y.dtype)])
+
+
+def metrics(y_true: np.ndarray, y_pred: np.ndarray, taxonomy: Taxonomy) -> dict:
+    """Per-label P/R/F1/support over directions + other, micro and macro F1, exact match."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    t, p = with_other(y_true).astype(int), with_other(y_pred).astype(int)
+    precision, recall, f1, support = precision_recall_fscore_support(t, p, average=None, zero_division=0)
+    labels = taxonomy.all_labels
+    present = support > 0
+    return {
+        "per_label": {
+            label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            for i, label in enumerate(labels)
+        },
+        "micro_f1": float(f1_score(t, p, average="micro", zero_division=0)),
+        # Labels absent from the test set would count as F1 0 and say nothing about the model.
+        "macro_f1": float(np.mean(f1[present])) if present.any() else 0.0,
+        "macro_f1_directions": float(np.mean(f1[:-1][present[:-1]])) if present[:-1].any() else 0.0,
+        "exact_match": float(accuracy_score(t, p)),
+        "n": int(len(t)),
+    }
+
+
+def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, default: float = 0.5) -> list[float]:
+    """Per direction, the grid threshold with the best F1 on validation (ties: closest to 0.5)."""
+    from sklearn.metrics import f1_score
+
+    thresholds = []
+    for j in range(y_true.shape[1]):
+        if y_true[:, j].sum() == 0:
+            thresholds.append(default)
+            continue
+        scores = [f1_score(y_true[:, j], probs[:, j] >= t, zero_division=0) for t in THRESHOLD_GRID]
+        best = max(scores)
+        candidates = [t for t, s in zip(THRESHOLD_GRID, scores) if s == best]
+        thresholds.append(float(min(candidates, key=lambda t: abs(t - 0.5))))
+    return thresholds
+
+
+def cue_rules(texts: Sequence[str], taxonomy: Taxonomy) -> np.ndarray:
+    """The untrained dictionary baseline: every direction one of whose cues appears in the text."""
+    y = np.zeros((len(texts), len(taxonomy.directions)), dtype=np.float32)
+    for row, text in enumerate(texts):
+        for j, label in enumerate(taxonomy.directions):
+            if any(cue.lower() in text.lower() for cue in taxonomy.cues[label]):
+                y[row, j] = 1
+    return y
+
+
+@dataclass
+class TfidfBaseline:
+    """Character 1-3-gram TF-IDF + one-vs-rest logistic regression, thresholds tuned like the model's."""
+
+    seed: int = 0
+
+    def fit(self, train: list[Example], val: list[Example], taxonomy: Taxonomy) -> "TfidfBaseline":
+        import warnings
+
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.multiclass import OneVsRestClassifier
+
+        self.vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=1)
+        x = self.vectorizer.fit_transform([ex.text for ex in train])
+        y = multi_hot(train, taxonomy)
+        self.model = OneVsRestClassifier(
+            LogisticRegression(C=10.0, class_weight="balanced", max_iter=2000, random_state=self.seed)
+        )
+        with warnings.catch_warnings():
+            # A direction with no training example becomes a constant predictor; make_splits already warned.
+            warnings.simplefilter("ignore", UserWarning)
+            self.model.fit(x, y)
+        self.thresholds = tune_thresholds(multi_hot(val, taxonomy), self.probabilities([ex.text for ex in val]))
+        return self
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        return self.model.predict_proba(self.vectorizer.transform(list(texts)))
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        return (self.probabilities(texts) >= np.asarray(self.thresholds)).astype(np.float32)
+
+
+def cooccurrence(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Counts of units with true label i that were predicted label j (directions + other)."""
+    t, p = with_other(y_true), with_other(y_pred)
+    return t.T.astype(int) @ p.astype(int)
+
+
+def plot_cooccurrence(matrix: np.ndarray, taxonomy: Taxonomy, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [label.replace("future_", "") for label in taxonomy.all_labels]
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    ax.set_title(title, fontsize=10)
+    peak = matrix.max() if matrix.size else 0
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                    color="white" if matrix[i, j] > peak / 2 else "black", fontsize=8)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def per_label_table(results: dict[str, dict], taxonomy: Taxonomy) -> str:
+    """Markdown table: one row per label, P/R/F1 for each system side by side."""
+    systems = list(results)
+    header = "| label | support | " + " | ".join(f"{s} P / R / F1" for s in systems) + " |"
+    rule = "|---|---:|" + "---|" * len(systems)
+    rows = [header, rule]
+    for label in taxonomy.all_labels:
+        support = results[systems[0]]["per_label"][label]["support"]
+        cells = []
+        for s in systems:
+            m = results[s]["per_label"][label]
+            cells.append(f"{m['precision']:.2f} / {m['recall']:.2f} / {m['f1']:.2f}")
+        rows.append(f"| {label} | {support} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def summary_table(results: dict[str, dict]) -> str:
+    rows = ["| system | micro F1 | macro F1 | macro F1 (directions) | exact match |", "|---|---:|---:|---:|---:|"]
+    for name, m in results.items():
+        rows.append(f"| {name} | {m['micro_f1']:.3f} | {m['macro_f1']:.3f} | {m['macro_f1_directions']:.3f} | {m['exact_match']:.3f} |")
+    return "\n".join(rows)
+
+
+def verdict(results: dict[str, dict], model_key: str, rules_key: str, margin: float = 0.05) -> str:
+    """One plain sentence on whether the learned model earns its cost over the cue dictionary."""
+    model, rules = results[model_key]["macro_f1"], results[rules_key]["macro_f1"]
+    if model >= rules + margin:
+        return f"The model beats the cue-rule dictionary clearly (macro F1 {model:.3f} vs {rules:.3f})."
+    if model > rules:
+        return (f"The model is only marginally better than the cue-rule dictionary (macro F1 {model:.3f} vs {rules:.3f}, "
+                f"less than {margin:.2f}): it has not yet earned its cost.")
+    return (f"The model does NOT beat the cue-rule dictionary (macro F1 {model:.3f} vs {rules:.3f}): "
+            "an analyst would do better with the keyword list; it has not earned its cost.")
+
+
+def mean_std(values: Sequence[float]) -> str:
+    arr = np.asarray(values, dtype=float)
+    return f"{arr.mean():.3f} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.3f}"

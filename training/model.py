@@ -1,0 +1,115 @@
+"""Build a multi-label BERT classifier: from a pretrained checkpoint, or from scratch."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+from training.config import ConfigError, ModelConfig
+from training.taxonomy import Taxonomy
+
+log = logging.getLogger(__name__)
+
+SCRATCH = "scratch"
+_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+class ModelResolutionError(ConfigError):
+    """A model name or folder that cannot be loaded; the message tells the user what to do."""
+
+
+def char_vocab(texts: Iterable[str], min_count: int = 1) -> dict[str, int]:
+    """A character vocabulary from our own text, in the layout BertTokenizer expects.
+
+    Han characters are split one per token by BERT's basic tokenizer; other
+    characters (latin letters, digits) arrive as word pieces, so each also gets a
+    `##` continuation entry.
+    """
+    counts = Counter(ch for text in texts for ch in text.lower() if not ch.isspace())
+    chars = sorted(ch for ch, n in counts.items() if n >= min_count)
+    vocab = {token: i for i, token in enumerate(_SPECIALS)}
+    for ch in chars:
+        vocab.setdefault(ch, len(vocab))
+    for ch in chars:
+        if ch.isascii() and ch.isalnum():
+            vocab.setdefault("##" + ch, len(vocab))
+    return vocab
+
+
+def _label_maps(taxonomy: Taxonomy) -> dict:
+    return {
+        "id2label": dict(enumerate(taxonomy.directions)),
+        "label2id": {label: i for i, label in enumerate(taxonomy.directions)},
+        "num_labels": len(taxonomy.directions),
+        "problem_type": "multi_label_classification",
+    }
+
+
+def build_scratch(cfg: ModelConfig, taxonomy: Taxonomy, texts: list[str], max_length: int):
+    """A randomly initialised BERT with a character vocabulary built from `texts`.
+
+    Smoke-test grade: it learns only what our few thousand units teach it.
+    """
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    vocab = char_vocab(texts, cfg.scratch.min_char_count)
+    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, tokenize_chinese_chars=True)
+    tokenizer.model_max_length = max_length
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=cfg.scratch.hidden,
+        num_hidden_layers=cfg.scratch.layers,
+        num_attention_heads=cfg.scratch.heads,
+        intermediate_size=cfg.scratch.intermediate,
+        max_position_embeddings=max(512, max_length),
+        pad_token_id=vocab["[PAD]"],
+        **_label_maps(taxonomy),
+    )
+    model = BertForSequenceClassification(config)
+    log.info(
+        "built a from-scratch BERT: %d layers, hidden %d, %d-character vocabulary, %.1fM parameters",
+        cfg.scratch.layers, cfg.scratch.hidden, len(vocab), model.num_parameters() / 1e6,
+    )
+    return model, tokenizer
+
+
+def _offline_message(name: str, error: Exception) -> str:
+    local = Path(name).expanduser()
+    where = (
+        f"the folder {local} exists but holds no loadable checkpoint (config.json, weights and tokenizer files)"
+        if local.exists()
+        else f"{name!r} is not a local folder and could not be fetched from the Hugging Face Hub"
+    )
+    offline = " (HF_HUB_OFFLINE is set, so the Hub was not asked)" if os.environ.get("HF_HUB_OFFLINE") else ""
+    return (
+        f"Cannot load the pretrained model {name!r}: {where}{offline}. "
+        f"Underlying error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} "
+        "To fix it, either download the checkpoint on a machine with network access "
+        "(for example `huggingface-cli download bert-base-chinese --local-dir models/bert-base-chinese`) "
+        "and pass the folder with `--set model.name_or_path=models/bert-base-chinese`; "
+        "or point HF_ENDPOINT at a reachable Hub mirror; "
+        "or train the offline from-scratch model with `--config configs/offline-small.yaml`."
+    )
+
+
+def load_pretrained(name: str, taxonomy: Taxonomy, max_length: int):
+    """Tokenizer and classifier from a Hub name or local folder, with a fresh multi-label head."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForSequenceClassification.from_pretrained(name, **_label_maps(taxonomy))
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise ModelResolutionError(_offline_message(name, exc)) from None
+    tokenizer.model_max_length = min(tokenizer.model_max_length, max_length)
+    log.info("loaded pretrained %s (%.1fM parameters)", name, model.num_parameters() / 1e6)
+    return model, tokenizer
+
+
+def build_model(cfg: ModelConfig, taxonomy: Taxonomy, train_texts: list[str], max_length: int):
+    if cfg.name_or_path == SCRATCH:
+        return build_scratch(cfg, taxonomy, train_texts, max_length)
+    return load_pretrained(cfg.name_or_path, taxonomy, max_length)

@@ -1,0 +1,147 @@
+"""Raw crawled page -> clean sentence units.
+
+This is the only place where text is normalised. Training, the HTTP service and
+the batch scorer all import it, so a unit looks exactly the same to the model in
+production as it did in training. Any change to what `clean` or `split_units`
+returns must bump PREPROCESSING_VERSION (the artifact records it, and the seed
+label file is checked against the splitter's output).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+PREPROCESSING_VERSION = "1"
+
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_TONED = "āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜńňǹḿ"
+
+# Broken traditional-script conversions leave a one-syllable, tone-marked pinyin
+# gloss after each character: 當(dāng)前, 產(chǎn)業(yè). The gloss is lowercase, has
+# exactly one tone mark and directly follows a Han character (or the latin
+# remnant of a mojibake character, as in 規(guī)?;l(fā)展). Anything else in
+# parentheses — 北京(Beijing), (记者马志辉), (下称《方案》) — is real text and stays.
+_GLOSS = re.compile(
+    rf"(?<=[{_HAN}])\((?:[bpmfdtnlgkhjqxrzcsyw]|zh|ch|sh)?[a-zü]*[{_TONED}][a-zü]*\)"
+    rf"|(?<=[^\x00-\x7f][a-z])\((?:[bpmfdtnlgkhjqxrzcsyw]|zh|ch|sh)?[a-zü]*[{_TONED}][a-zü]*\)"
+)
+_INVISIBLE = re.compile(r"[\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
+_WHITESPACE = re.compile(r"\s+")
+
+
+@lru_cache(maxsize=1)
+def _t2s():
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def _is_dropped_char(ch: str) -> bool:
+    # Control, format and private-use characters carry no text; the private-use
+    # ones are font glyphs a crawler copied from an icon font.
+    return unicodedata.category(ch) in {"Cc", "Cf", "Co", "Cs"} and ch not in "\n\t"
+
+
+def clean(text: str) -> str:
+    """Normalise one unit of text for the model.
+
+    NFKC (full-width forms to ASCII), invisible and control characters removed,
+    crawler pinyin glosses removed, whitespace collapsed to single spaces,
+    traditional script converted to simplified with OpenCC. Idempotent.
+    """
+    text = unicodedata.normalize("NFKC", text)
+    text = _INVISIBLE.sub("", text)
+    text = "".join(ch for ch in text if not _is_dropped_char(ch))
+    text = _GLOSS.sub("", text)
+    text = _WHITESPACE.sub(" ", text).strip()
+    return _t2s().convert(text)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One sentence, list item or line of a page.
+
+    `start`/`end` index the original page string (Python character offsets), so
+    `page[start:end]` is the raw unit; `text` is its cleaned form.
+    """
+
+    index: int
+    start: int
+    end: int
+    text: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Full-width terminators always end a sentence. ASCII ? and ! do only when they
+# stand alone: in mojibake they come in runs or glued to ; and latin letters
+# (深??仗扉_發(fā), 規(guī)?;l(fā)展, 新?!焙罹盀I), and splitting there would cut a
+# damaged word in half.
+_ENDERS = "。！？；"
+_ASCII_ENDERS = "?!"
+_CLOSERS = "”’」』）)\"'】》"
+_PUNCT_ONLY = re.compile(r"^[\W_]*$")
+
+
+def _ascii_ender_ends(line: str, i: int) -> bool:
+    prev = line[i - 1] if i > 0 else ""
+    nxt = line[i + 1] if i + 1 < len(line) else ""
+    if prev in _ASCII_ENDERS or nxt in _ASCII_ENDERS or nxt == ";":
+        return False
+    if nxt.isascii() and nxt.isalnum():
+        return False
+    return True
+
+
+def _sentence_ends(line: str) -> list[int]:
+    """Offsets (exclusive) inside `line` after which a sentence ends."""
+    ends: list[int] = []
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if ch in _ENDERS or (ch in _ASCII_ENDERS and _ascii_ender_ends(line, i)):
+            j = i + 1
+            while j < len(line) and line[j] in _ENDERS:
+                j += 1
+            # A closing quote or bracket belongs to the sentence it closes.
+            while j < len(line) and line[j] in _CLOSERS:
+                j += 1
+            ends.append(j)
+            i = j
+        else:
+            i += 1
+    return ends
+
+
+def split_units(page: str) -> list[Unit]:
+    """Split a raw page into units on line breaks and sentence-final punctuation.
+
+    Units whose cleaned text is empty or punctuation only are dropped; indices
+    count the kept units. Deterministic: the same page gives the same units.
+    """
+    units: list[Unit] = []
+    pos = 0
+    for line in page.splitlines(keepends=True):
+        line_start = pos
+        pos += len(line)
+        body = line.rstrip("\r\n\u2028\u2029\x0b\x0c\x1c\x1d\x1e\x85")
+        cut = 0
+        for end in _sentence_ends(body) + [len(body)]:
+            if end <= cut:
+                continue
+            piece = body[cut:end]
+            lead = len(piece) - len(piece.lstrip())
+            trail = len(piece.rstrip())
+            start, stop = line_start + cut + lead, line_start + cut + trail
+            cut = end
+            if stop <= start:
+                continue
+            text = clean(page[start:stop])
+            if not text or _PUNCT_ONLY.match(text):
+                continue
+            units.append(Unit(len(units), start, stop, text))
+    return units

@@ -1,0 +1,397 @@
+"""Train the future-industry classifier and write a self-describing artifact.
+
+    python -m training.train --config configs/offline-small.yaml
+    python -m training.train --config configs/offline-small.yaml --cv 5
+    python -m training.train --config configs/bert-base-chinese.yaml --set train.epochs=3
+
+A single run holds out a stratified share of the real (crawled, hand-labelled)
+units as the test set, trains on the rest plus any authored units, tunes one
+threshold per direction on validation, and writes model, tokenizer, labels,
+thresholds, config, metrics and report.md into the output folder. `--cv K`
+instead runs K folds over the real units and reports mean ± std for the model
+and both baselines, with and without the authored units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from training.config import Config, ConfigError, load_config
+from training.data import Example, Splits, kfold_indices, label_counts, load_examples, make_splits, multi_hot, to_dataset
+from training.evaluate import (
+    TfidfBaseline, cooccurrence, cue_rules, mean_std, metrics, per_label_table, plot_cooccurrence,
+    summary_table, tune_thresholds, verdict,
+)
+from training.model import SCRATCH, build_model
+from training.predict import ARTIFACT_FILE, Classifier, label_matrix, decide
+from training.taxonomy import Taxonomy, load_taxonomy
+from training.text import PREPROCESSING_VERSION
+
+log = logging.getLogger("training")
+
+AUTHORED = "authored"
+MODEL, TFIDF, RULES = "model", "tfidf+logreg", "cue rules"
+
+
+def resolve_precision(requested: str) -> str:
+    """auto -> bf16 on bf16-capable GPUs and CPUs (AVX-512 BF16 / AMX), fp16 on older GPUs, else fp32."""
+    import torch
+
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "fp32"
+    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+
+
+@dataclass
+class FitResult:
+    classifier: Classifier
+    epochs_run: float
+    best_val_macro_f1: float
+    train_seconds: float
+
+
+def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path) -> FitResult:
+    """Train one model on splits.train, early-stop and tune thresholds on splits.val."""
+    import torch
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+
+    set_seed(cfg.seed)
+    model, tokenizer = build_model(cfg.model, taxonomy, [ex.text for ex in splits.train], cfg.data.max_length)
+    train_ds = to_dataset(splits.train, taxonomy, tokenizer, cfg.data.max_length)
+    val_ds = to_dataset(splits.val, taxonomy, tokenizer, cfg.data.max_length)
+    precision = resolve_precision(cfg.train.precision)
+    directions = list(taxonomy.directions)
+
+    def compute_metrics(eval_pred) -> dict:
+        logits, labels = eval_pred
+        probs = 1 / (1 + np.exp(-logits))
+        return {"macro_f1": metrics(labels, (probs >= 0.5).astype(int), taxonomy)["macro_f1"]}
+
+    args = TrainingArguments(
+        output_dir=str(workdir),
+        num_train_epochs=cfg.train.epochs,
+        per_device_train_batch_size=cfg.train.batch_size,
+        per_device_eval_batch_size=cfg.train.eval_batch_size,
+        learning_rate=cfg.train.learning_rate,
+        weight_decay=cfg.train.weight_decay,
+        warmup_steps=cfg.train.warmup,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model="macro_f1",
+        greater_is_better=True,
+        logging_strategy="epoch",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience)],
+    )
+    log.info("training on %s with %s precision", "GPU" if torch.cuda.is_available() else "CPU", precision)
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    best = trainer.state.best_metric if trainer.state.best_metric is not None else float("nan")
+    model = trainer.model.to(torch.float32)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+    classifier = Classifier(model, tokenizer, directions, [0.5] * len(directions), taxonomy.other,
+                            cfg.data.max_length, batch_size=cfg.train.eval_batch_size)
+    val_probs = classifier.probabilities([ex.text for ex in splits.val])
+    classifier.thresholds = tune_thresholds(multi_hot(splits.val, taxonomy), val_probs)
+    log.info("thresholds tuned on validation: %s",
+             ", ".join(f"{d}={t:.2f}" for d, t in zip(directions, classifier.thresholds)))
+    return FitResult(classifier, float(trainer.state.epoch or 0), float(best), seconds)
+
+
+def score_all(fitted: FitResult, splits: Splits, taxonomy: Taxonomy, seed: int) -> tuple[dict, dict]:
+    """Test-set metrics for the model and both baselines; also their predicted label matrices."""
+    texts = [ex.text for ex in splits.test]
+    y_true = multi_hot(splits.test, taxonomy)
+    clf = fitted.classifier
+    preds = {
+        MODEL: label_matrix(decide(clf.probabilities(texts), clf.directions, clf.thresholds, clf.other), clf.directions),
+        TFIDF: TfidfBaseline(seed=seed).fit(splits.train, splits.val, taxonomy).predict(texts),
+        RULES: cue_rules(texts, taxonomy),
+    }
+    return {name: metrics(y_true, y, taxonomy) for name, y in preds.items()}, preds
+
+
+def split_real_authored(examples: list[Example]) -> tuple[list[Example], list[Example]]:
+    real = [ex for ex in examples if ex.source != AUTHORED]
+    authored = [ex for ex in examples if ex.source == AUTHORED]
+    if len(real) < 20:
+        raise ConfigError(
+            f"only {len(real)} real (non-authored) labelled units: the test set is made of real crawled units only, "
+            "so add labelled crawls (labels/*.jsonl) before training"
+        )
+    return real, authored
+
+
+def log_data(examples: list[Example], taxonomy: Taxonomy) -> None:
+    counts = label_counts(examples)
+    sources = label_counts([Example("", (ex.source,), "", "") for ex in examples])
+    log.info("%d labelled units (%s)", len(examples), ", ".join(f"{s}: {n}" for s, n in sources.items()))
+    log.info("units per label: %s", ", ".join(f"{label}={counts.get(label, 0)}" for label in taxonomy.all_labels))
+    for ex in examples[:: max(1, len(examples) // 3)][:3]:
+        log.info("example: %s -> %s", ex.text[:60], list(ex.labels))
+
+
+def write_artifact(out: Path, cfg: Config, taxonomy: Taxonomy, fitted: FitResult, splits: Splits,
+                   results: dict, preds: dict, precision: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    clf = fitted.classifier
+    clf.model.save_pretrained(out)
+    clf.tokenizer.save_pretrained(out)
+    y_true = multi_hot(splits.test, taxonomy)
+    plot_cooccurrence(cooccurrence(y_true, preds[MODEL]), taxonomy, out / "cooccurrence.png",
+                      f"{cfg.name}: true vs predicted labels on {len(splits.test)} held-out real units")
+    headline = {k: results[MODEL][k] for k in ("micro_f1", "macro_f1", "macro_f1_directions", "exact_match")}
+    meta = {
+        "name": cfg.name,
+        "directions": list(taxonomy.directions),
+        "other": taxonomy.other,
+        "labels": taxonomy.all_labels,
+        "thresholds": clf.thresholds,
+        "max_length": cfg.data.max_length,
+        "preprocessing_version": PREPROCESSING_VERSION,
+        "base_model": cfg.model.name_or_path,
+        "from_scratch": cfg.model.name_or_path == SCRATCH,
+        "precision": precision,
+        "metrics": headline,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (out / ARTIFACT_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+    (out / "labels.json").write_text(json.dumps({"directions": meta["directions"], "other": taxonomy.other,
+                                                  "names": taxonomy.names}, ensure_ascii=False, indent=2), encoding="utf-8")
+    (out / "thresholds.json").write_text(json.dumps(dict(zip(taxonomy.directions, clf.thresholds)), indent=2), encoding="utf-8")
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False), encoding="utf-8")
+    (out / "metrics.json").write_text(json.dumps({"test": results, "best_val_macro_f1": fitted.best_val_macro_f1,
+                                                  "epochs_run": fitted.epochs_run}, indent=2), encoding="utf-8")
+    (out / "report.md").write_text(single_report(cfg, taxonomy, fitted, splits, results, precision), encoding="utf-8")
+
+
+def _scratch_warning(cfg: Config) -> str:
+    if cfg.model.name_or_path != SCRATCH:
+        return ""
+    return ("\n> This model was trained from random weights with a character vocabulary built from our own text. "
+            "It is smoke-test grade: it proves the pipeline end to end, not the accuracy a pretrained Chinese BERT "
+            "(configs/bert-base-chinese.yaml) would reach.\n")
+
+
+def single_report(cfg: Config, taxonomy: Taxonomy, fitted: FitResult, splits: Splits, results: dict, precision: str) -> str:
+    clf = fitted.classifier
+    return f"""# {cfg.name}: evaluation report
+
+Model `{cfg.model.name_or_path}`, {precision} training, {fitted.epochs_run:g} epochs in {fitted.train_seconds:.0f} s
+(best validation macro F1 {fitted.best_val_macro_f1:.3f}), preprocessing version {PREPROCESSING_VERSION}, seed {cfg.seed}.
+{_scratch_warning(cfg)}
+The test set holds **real crawled units only** (authored units are training data, never the yardstick).
+All three systems are scored on the same {len(splits.test)} test units; the TF-IDF baseline is trained on the same
+training split and its thresholds tuned on the same validation split as the model; the cue rules are untrained
+(a unit gets every direction one of whose cues in `labels/taxonomy.yaml` appears in it, else `other`).
+
+## Data
+
+```
+{splits.describe(taxonomy)}
+```
+
+## Headline (test split)
+
+{summary_table(results)}
+
+{verdict(results, MODEL, RULES)}
+
+Macro F1 averages the labels present in the test split; "directions" leaves `other` out.
+
+## Per label (test split)
+
+{per_label_table(results, taxonomy)}
+
+## True vs predicted labels (model)
+
+![co-occurrence](cooccurrence.png)
+
+Row = true label, column = predicted label; a multi-label unit counts in every pair.
+
+## Thresholds (tuned on validation)
+
+{", ".join(f"`{d}` {t:.2f}" for d, t in zip(clf.directions, clf.thresholds))}
+
+Reproduce: `python -m training.train --config <this config> ` (the resolved config is `config.yaml` here).
+"""
+
+
+def run_single(cfg: Config) -> Path:
+    taxonomy = load_taxonomy(cfg.data.taxonomy)
+    examples = load_examples(cfg.data.label_files, taxonomy)
+    log_data(examples, taxonomy)
+    real, authored = split_real_authored(examples)
+    splits = make_splits(real, authored, taxonomy, None, cfg.data.val_fraction, cfg.data.test_fraction,
+                         cfg.data.authored_val_fraction, cfg.seed)
+    log.info("splits:\n%s", splits.describe(taxonomy))
+    out = cfg.resolved_output_dir
+    fitted = fit(cfg, splits, taxonomy, out / "checkpoints")
+    results, preds = score_all(fitted, splits, taxonomy, cfg.seed)
+    write_artifact(out, cfg, taxonomy, fitted, splits, results, preds, resolve_precision(cfg.train.precision))
+    log.info("test macro F1: model %.3f, tf-idf %.3f, cue rules %.3f",
+             results[MODEL]["macro_f1"], results[TFIDF]["macro_f1"], results[RULES]["macro_f1"])
+    log.info("artifact written to %s (report: %s)", out, out / "report.md")
+    return out
+
+
+def run_cv(cfg: Config, k: int) -> Path:
+    """K folds over the real units; each arm trains on the other folds (plus authored units in the first arm)."""
+    taxonomy = load_taxonomy(cfg.data.taxonomy)
+    examples = load_examples(cfg.data.label_files, taxonomy)
+    log_data(examples, taxonomy)
+    real, authored = split_real_authored(examples)
+    folds = kfold_indices(real, taxonomy, k, cfg.seed)
+    arms = {"real + authored": authored, "real only": []} if authored else {"real only": []}
+    out = Path(f"{cfg.resolved_output_dir}-cv{k}")
+    out.mkdir(parents=True, exist_ok=True)
+    fold_results: dict[str, list[dict]] = {arm: [] for arm in arms}
+    pooled = {arm: [np.zeros((0, len(taxonomy.directions)))] * 2 for arm in arms}
+    for arm, extra in arms.items():
+        for i, test_idx in enumerate(folds):
+            log.info("[%s] fold %d/%d: %d test units", arm, i + 1, k, len(test_idx))
+            splits = make_splits(real, extra, taxonomy, test_idx, cfg.data.val_fraction, 1 / k,
+                                 cfg.data.authored_val_fraction, cfg.seed + i)
+            fitted = fit(cfg, splits, taxonomy, out / "checkpoints")
+            results, preds = score_all(fitted, splits, taxonomy, cfg.seed + i)
+            fold_results[arm].append(results)
+            pooled[arm] = [np.vstack([pooled[arm][0], multi_hot(splits.test, taxonomy)]),
+                           np.vstack([pooled[arm][1], preds[MODEL]])]
+            log.info("[%s] fold %d macro F1: model %.3f, tf-idf %.3f, cue rules %.3f", arm, i + 1,
+                     results[MODEL]["macro_f1"], results[TFIDF]["macro_f1"], results[RULES]["macro_f1"])
+    main_arm = next(iter(arms))
+    plot_cooccurrence(cooccurrence(*pooled[main_arm]), taxonomy, out / "cooccurrence.png",
+                      f"{cfg.name}, {k}-fold CV ({main_arm}): all held-out real units")
+    (out / "metrics.json").write_text(json.dumps({"k": k, "folds": fold_results}, indent=2), encoding="utf-8")
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False), encoding="utf-8")
+    (out / "report.md").write_text(cv_report(cfg, taxonomy, k, real, authored, fold_results), encoding="utf-8")
+    log.info("cross-validation report written to %s", out / "report.md")
+    return out
+
+
+def cv_report(cfg: Config, taxonomy: Taxonomy, k: int, real: list[Example], authored: list[Example],
+              fold_results: dict[str, list[dict]]) -> str:
+    rows = ["| training data | system | micro F1 | macro F1 | macro F1 (directions) | exact match |",
+            "|---|---|---:|---:|---:|---:|"]
+    for arm, folds in fold_results.items():
+        for system in (MODEL, TFIDF, RULES):
+            cells = [mean_std([f[system][key] for f in folds])
+                     for key in ("micro_f1", "macro_f1", "macro_f1_directions", "exact_match")]
+            rows.append(f"| {arm} | {system} | " + " | ".join(cells) + " |")
+    main_arm = next(iter(fold_results))
+    per_label = ["| label | " + " | ".join(f"{s} F1" for s in (MODEL, TFIDF, RULES)) + " |", "|---|---:|---:|---:|"]
+    for label in taxonomy.all_labels:
+        cells = [mean_std([f[s]["per_label"][label]["f1"] for f in fold_results[main_arm]]) for s in (MODEL, TFIDF, RULES)]
+        per_label.append(f"| {label} | " + " | ".join(cells) + " |")
+    means = {s: {"macro_f1": float(np.mean([f[s]["macro_f1"] for f in fold_results[main_arm]]))} for s in (MODEL, RULES)}
+    gain = ""
+    if len(fold_results) == 2:
+        arms = list(fold_results)
+        a = np.mean([f[MODEL]["macro_f1"] for f in fold_results[arms[0]]])
+        b = np.mean([f[MODEL]["macro_f1"] for f in fold_results[arms[1]]])
+        gain = (f"\nAdding the {len(authored)} authored units changes the model's mean macro F1 on held-out real units "
+                f"from {b:.3f} to {a:.3f} ({a - b:+.3f}).\n")
+    return f"""# {cfg.name}: {k}-fold cross-validation on real units
+
+Folds are made of the {len(real)} real crawled units only (multi-label stratified, identical texts kept in one fold).
+Each fold trains on the other folds — plus the {len(authored)} authored units in the "real + authored" arm — and is
+scored on its held-out real units. Model `{cfg.model.name_or_path}`, seed {cfg.seed}, preprocessing version
+{PREPROCESSING_VERSION}. Values are mean ± sample standard deviation over the {k} folds.
+{_scratch_warning(cfg)}
+## Headline
+
+{chr(10).join(rows)}
+{gain}
+{verdict(means, MODEL, RULES)} (means over folds, "{main_arm}" arm)
+
+## Per-label F1 ("{main_arm}" arm)
+
+{chr(10).join(per_label)}
+
+## True vs predicted labels, pooled over folds ("{main_arm}" arm, model)
+
+![co-occurrence](cooccurrence.png)
+
+Reproduce: `python -m training.train --config <config> --cv {k}` (resolved config in `config.yaml`).
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="Fine-tune a BERT multi-label classifier for the six future-industry directions and write an "
+                    "artifact folder (model, tokenizer, labels, thresholds, config, metrics, report.md).",
+        epilog="Examples:\n  python -m training.train --config configs/offline-small.yaml\n"
+               "  python -m training.train --config configs/offline-small.yaml --cv 5\n"
+               "  python -m training.train --config configs/bert-base-chinese.yaml "
+               "--set model.name_or_path=models/bert-base-chinese --set train.epochs=3",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, help="YAML config file (see configs/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. train.epochs=3 or model.name_or_path=PATH (repeatable)")
+    parser.add_argument("--cv", type=int, default=0, metavar="K",
+                        help="run K-fold cross-validation on the real units instead of one train/test run")
+    parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_warning()
+        cfg = load_config(args.config, args.overrides)
+        if args.cv and args.cv < 2:
+            raise ConfigError("--cv needs K >= 2 folds")
+        run_cv(cfg, args.cv) if args.cv else run_single(cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; no artifact was written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
