@@ -26,7 +26,7 @@ _TONED = "āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜńňǹḿ"
 # parentheses — 北京(Beijing), (记者马志辉), (下称《方案》) — is real text and stays.
 _GLOSS = re.compile(
     rf"(?<=[{_HAN}])\((?:[bpmfdtnlgkhjqxrzcsyw]|zh|ch|sh)?[a-zü]*[{_TONED}][a-zü]*\)"
-    rf"|(?<=[^\x00-\x7f][a-z])\((?:[bpmfdtnlgkhjqxrzcsyw]|zh|ch|sh)?[a-zü]*[{_TONED}][a-zü]*\)"
+    rf"|(?<=[^a-zA-Z][a-z])\((?:[bpmfdtnlgkhjqxrzcsyw]|zh|ch|sh)?[a-zü]*[{_TONED}][a-zü]*\)"
 )
 _INVISIBLE = re.compile(r"[\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
 _WHITESPACE = re.compile(r"\s+")

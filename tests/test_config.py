@@ -1,0 +1,49 @@
+import pytest
+
+from training.config import Config, ConfigError, load_config
+
+
+def test_shipped_configs_load() -> None:
+    small = load_config("configs/offline-small.yaml")
+    assert small.model.name_or_path == "scratch"
+    assert small.model.scratch.layers == 4 and small.model.scratch.hidden == 256
+    real = load_config("configs/bert-base-chinese.yaml")
+    assert real.model.name_or_path == "bert-base-chinese"
+
+
+def test_overrides_are_typed() -> None:
+    cfg = load_config("configs/offline-small.yaml", ["train.epochs=2", "train.learning_rate=1e-3",
+                                                     "data.label_files=[a.jsonl, b.jsonl]", "seed=7", "name=x"])
+    assert cfg.train.epochs == 2.0 and isinstance(cfg.train.epochs, float)
+    assert cfg.train.learning_rate == pytest.approx(1e-3)
+    assert cfg.data.label_files == ["a.jsonl", "b.jsonl"]
+    assert cfg.seed == 7 and cfg.resolved_output_dir.name == "x"
+
+
+def test_round_trip_through_dict() -> None:
+    cfg = load_config("configs/offline-small.yaml", ["model.scratch.layers=2"])
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=3", "unknown config key.*train.epoch.*train.epochs"),
+        ("bogus=1", "unknown config key.*bogus"),
+        ("train.batch_size=lots", "train.batch_size must be an integer"),
+        ("train.batch_size=2.5", "train.batch_size must be an integer"),
+        ("train.precision=fp8", "train.precision must be one of"),
+        ("model.scratch.heads=3", "divisible"),
+        ("data.val_fraction=0.9", "val_fraction"),
+        ("train.epochs", "not of the form key=value"),
+        ("train=3", "train must be a mapping"),
+    ],
+)
+def test_bad_overrides_are_rejected_clearly(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("configs/offline-small.yaml", [override])
+
+
+def test_missing_config_file() -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("configs/nope.yaml")

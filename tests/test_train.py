@@ -1,0 +1,95 @@
+"""Training end to end on a tiny model: artifact contents, reload and retrain determinism, clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY, train_tiny
+from training.predict import Classifier
+from training.text import PREPROCESSING_VERSION, split_units
+
+pytestmark = pytest.mark.slow
+
+
+def seed_texts() -> list[str]:
+    from pathlib import Path
+
+    return [u.text for p in sorted(Path("seeds").glob("*.txt")) for u in split_units(p.read_text(encoding="utf-8"))]
+
+
+def test_artifact_is_self_describing(tiny_artifact) -> None:
+    for name in ["config.json", "model.safetensors", "tokenizer.json", "artifact.json", "labels.json",
+                 "thresholds.json", "config.yaml", "metrics.json", "report.md", "cooccurrence.png"]:
+        assert (tiny_artifact / name).is_file(), name
+    meta = json.loads((tiny_artifact / "artifact.json").read_text())
+    assert meta["preprocessing_version"] == PREPROCESSING_VERSION
+    assert meta["directions"] == ["future_manufacturing", "future_information", "future_materials",
+                                  "future_energy", "future_space", "future_health"]
+    assert len(meta["thresholds"]) == 6 and meta["other"] == "other"
+    assert 0 <= meta["metrics"]["macro_f1"] <= 1
+    report = (tiny_artifact / "report.md").read_text()
+    for system in ("| model |", "| tfidf+logreg |", "| cue rules |"):
+        assert system in report
+    model_config = json.loads((tiny_artifact / "config.json").read_text())
+    assert model_config["id2label"]["0"] == "future_manufacturing"
+    assert model_config["problem_type"] == "multi_label_classification"
+
+
+def test_reloaded_artifact_predicts_identically(tiny_artifact, tmp_path) -> None:
+    texts = seed_texts()
+    first = Classifier.from_artifact(tiny_artifact)
+    second = Classifier.from_artifact(tiny_artifact, batch_size=7)  # different batching, same answers
+    p1, p2 = first.probabilities(texts), second.probabilities(texts)
+    np.testing.assert_allclose(p1, p2, atol=1e-5)
+    assert [p.labels for p in first.predict(texts, already_clean=True)] == \
+           [p.labels for p in second.predict(texts, already_clean=True)]
+    for pred in first.predict(["氢能产业链", "上一篇"]):
+        assert pred.labels and set(pred.scores) == set(first.labels)
+        assert pred.labels == ["other"] or "other" not in pred.labels
+
+
+def test_same_seed_retrains_to_the_same_model(tiny_artifact, tmp_path) -> None:
+    again = train_tiny(tmp_path / "again")
+    texts = seed_texts()
+    np.testing.assert_array_equal(Classifier.from_artifact(tiny_artifact).probabilities(texts),
+                                  Classifier.from_artifact(again).probabilities(texts))
+    assert json.loads((again / "thresholds.json").read_text()) == json.loads((tiny_artifact / "thresholds.json").read_text())
+
+
+def test_cross_validation_writes_a_report(tmp_path) -> None:
+    from training.train import main
+
+    args = ["--config", "configs/offline-small.yaml", "--quiet", "--cv", "2", "--set", f"output_dir={tmp_path}/cv"]
+    for item in [*TINY, "train.epochs=1", "data.label_files=[labels/seed_units.jsonl, labels/authored/future_energy.jsonl]"]:
+        args += ["--set", item]
+    assert main(args) == 0
+    report = (tmp_path / "cv-cv2" / "report.md").read_text()
+    assert "real + authored" in report and "real only" in report and "±" in report
+    metrics = json.loads((tmp_path / "cv-cv2" / "metrics.json").read_text())
+    assert len(metrics["folds"]["real only"]) == 2
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "training.train", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_unresolvable_model_name_fails_with_one_clear_message(tmp_path) -> None:
+    result = run_cli("--config", "configs/bert-base-chinese.yaml", "--set", f"output_dir={tmp_path}",
+                     "--set", "model.name_or_path=no-such-org/no-such-bert", "--set", "data.label_files=[labels/seed_units.jsonl]",
+                     env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "Cannot load the pretrained model 'no-such-org/no-such-bert'" in result.stderr
+    for hint in ("model.name_or_path", "HF_ENDPOINT", "configs/offline-small.yaml"):
+        assert hint in result.stderr
+
+
+def test_bad_override_on_the_command_line(tmp_path) -> None:
+    result = run_cli("--config", "configs/offline-small.yaml", "--set", "train.epoch=3")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "unknown config key(s) train.epoch" in result.stderr
