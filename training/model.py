@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
+from urllib.parse import urlparse
 
 from training.config import ConfigError, ModelConfig
 from training.taxonomy import Taxonomy
@@ -83,27 +85,59 @@ def _offline_message(name: str, error: Exception) -> str:
         if local.exists()
         else f"{name!r} is not a local folder and could not be fetched from the Hugging Face Hub"
     )
-    offline = " (HF_HUB_OFFLINE is set, so the Hub was not asked)" if os.environ.get("HF_HUB_OFFLINE") else ""
+    if os.environ.get("HF_HUB_OFFLINE"):
+        offline = " (HF_HUB_OFFLINE is set, so the Hub was not asked)"
+    elif not local.exists():
+        offline = f" (the Hub at {os.environ.get('HF_ENDPOINT') or 'https://huggingface.co'} is not reachable from here)"
+    else:
+        offline = ""
     return (
         f"Cannot load the pretrained model {name!r}: {where}{offline}. "
         f"Underlying error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} "
         "To fix it, either download the checkpoint on a machine with network access "
-        "(for example `huggingface-cli download bert-base-chinese --local-dir models/bert-base-chinese`) "
+        "(for example `hf download bert-base-chinese --local-dir models/bert-base-chinese`) "
         "and pass the folder with `--set model.name_or_path=models/bert-base-chinese`; "
         "or point HF_ENDPOINT at a reachable Hub mirror; "
         "or train the offline from-scratch model with `--config configs/offline-small.yaml`."
     )
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Can we open a TCP connection to the Hub (or the HF_ENDPOINT mirror)?
+
+    Asked before a download so that an offline machine fails in seconds instead
+    of sitting through the Hub client's retries with backoff (about a minute).
+    """
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+        return True
+    except (OSError, TypeError):
+        return False
+
+
 def load_pretrained(name: str, taxonomy: Taxonomy, max_length: int):
-    """Tokenizer and classifier from a Hub name or local folder, with a fresh multi-label head."""
+    """Tokenizer and classifier from a local folder or Hub name, with a fresh multi-label head."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    def load(local_only: bool):
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name, local_files_only=local_only, **_label_maps(taxonomy)
+        )
+        return model, tokenizer
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForSequenceClassification.from_pretrained(name, **_label_maps(taxonomy))
-    except (OSError, ValueError, EnvironmentError) as exc:
-        raise ModelResolutionError(_offline_message(name, exc)) from None
+        # A local folder or a Hub name already in the cache needs no network at all.
+        model, tokenizer = load(local_only=True)
+    except (OSError, ValueError) as local_error:
+        if Path(name).expanduser().exists() or os.environ.get("HF_HUB_OFFLINE") or not hub_reachable():
+            raise ModelResolutionError(_offline_message(name, local_error)) from None
+        try:
+            model, tokenizer = load(local_only=False)
+        except (OSError, ValueError) as exc:
+            raise ModelResolutionError(_offline_message(name, exc)) from None
     tokenizer.model_max_length = min(tokenizer.model_max_length, max_length)
     log.info("loaded pretrained %s (%.1fM parameters)", name, model.num_parameters() / 1e6)
     return model, tokenizer

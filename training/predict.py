@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -27,9 +27,10 @@ class Prediction:
     labels: list[str]  # directions that pass their thresholds, or [other]
     top_label: str
     scores: dict[str, float]  # every label id -> probability; other = 1 - max direction probability
+    truncated: bool = False  # the unit was longer than the model's max_length and was cut
 
     def to_dict(self) -> dict:
-        return {"labels": self.labels, "top_label": self.top_label, "scores": self.scores}
+        return {"labels": self.labels, "top_label": self.top_label, "scores": self.scores, "truncated": self.truncated}
 
 
 def decide(probs: np.ndarray, directions: Sequence[str], thresholds: Sequence[float], other: str) -> list[Prediction]:
@@ -102,19 +103,37 @@ class Classifier:
         return cls(model, tokenizer, meta["directions"], meta["thresholds"], meta["other"],
                    meta["max_length"], batch_size=batch_size, meta=meta)
 
-    def probabilities(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """Sigmoid probabilities for already-cleaned texts, in input order.
+    def encode(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
+        """Token ids per text (cut to max_length) and a flag for the texts that were cut."""
+        if not texts:
+            return [], np.zeros(0, dtype=bool)
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, return_overflowing_tokens=True)
+        mapping = enc.get("overflow_to_sample_mapping")
+        if mapping is None:  # tokenizers without overflow support: a full-length row may have been cut
+            ids = enc["input_ids"]
+            return ids, np.array([len(row) >= self.max_length for row in ids], dtype=bool)
+        ids: list = [None] * len(texts)
+        truncated = np.zeros(len(texts), dtype=bool)
+        for row, sample in enumerate(mapping):
+            if ids[sample] is None:
+                ids[sample] = enc["input_ids"][row]
+            else:
+                truncated[sample] = True
+        return ids, truncated
 
-        Units are sorted by length and padded per batch: on mixed-length crawls
-        that halves the padding work compared with fixed-length batches.
-        """
+    def probabilities(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Sigmoid probabilities for already-cleaned texts, in input order."""
+        return self._probabilities(self.encode(texts)[0], progress)
+
+    def _probabilities(self, encoded: list[list[int]], progress: bool = False) -> np.ndarray:
+        # Units are sorted by length and padded per batch: on mixed-length crawls
+        # that halves the padding work compared with fixed-length batches.
         import torch
 
-        if not texts:
-            return np.zeros((0, len(self.directions)), dtype=np.float32)
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        out = np.zeros((len(encoded), len(self.directions)), dtype=np.float32)
+        if not encoded:
+            return out
         order = np.argsort([len(ids) for ids in encoded], kind="stable")
-        out = np.zeros((len(texts), len(self.directions)), dtype=np.float32)
         device = next(self.model.parameters()).device
         batches = range(0, len(order), self.batch_size)
         if progress:
@@ -130,6 +149,10 @@ class Classifier:
                 out[idx] = torch.sigmoid(logits).cpu().numpy()
         return out
 
-    def predict(self, texts: Sequence[str], already_clean: bool = False) -> list[Prediction]:
+    def predict(self, texts: Sequence[str], already_clean: bool = False, progress: bool = False) -> list[Prediction]:
         cleaned = list(texts) if already_clean else [clean(t) for t in texts]
-        return decide(self.probabilities(cleaned), self.directions, self.thresholds, self.other)
+        if not cleaned:
+            return []
+        encoded, truncated = self.encode(cleaned)
+        predictions = decide(self._probabilities(encoded, progress), self.directions, self.thresholds, self.other)
+        return [replace(pred, truncated=bool(cut)) for pred, cut in zip(predictions, truncated)]

@@ -99,6 +99,8 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path) -> FitRe
         metric_for_best_model="macro_f1",
         greater_is_better=True,
         logging_strategy="epoch",
+        # Batches of similar length waste little on padding: roughly 2x faster on CPU here.
+        train_sampling_strategy="group_by_length",
         seed=cfg.seed,
         data_seed=cfg.seed,
         bf16=precision == "bf16",

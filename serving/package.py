@@ -1,0 +1,94 @@
+"""Save a training artifact folder into the BentoML model store.
+
+    python -m serving.package artifacts/offline-small
+    python -m serving.package artifacts/bert-base-chinese --name future-industry-classifier
+
+The model keeps its labels, thresholds, preprocessing version and headline
+metrics as BentoML metadata, so `bentoml models get TAG` tells what it is
+without loading it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from training.predict import ARTIFACT_FILE
+from training.text import PREPROCESSING_VERSION
+
+DEFAULT_NAME = "future-industry-classifier"
+
+
+class PackagingError(ValueError):
+    pass
+
+
+def read_artifact(path: Path) -> dict:
+    meta_path = path / ARTIFACT_FILE
+    if not path.is_dir():
+        raise PackagingError(f"{path} is not a folder; pass the output folder of python -m training.train")
+    if not meta_path.is_file():
+        raise PackagingError(f"{path} has no {ARTIFACT_FILE}: it is not a training artifact (train one with python -m training.train)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("preprocessing_version") != PREPROCESSING_VERSION:
+        raise PackagingError(
+            f"{path} was trained with preprocessing version {meta.get('preprocessing_version')!r} but this code "
+            f"cleans text as version {PREPROCESSING_VERSION!r}; retrain before packaging"
+        )
+    return meta
+
+
+def package(artifact_dir: str | Path, name: str = DEFAULT_NAME) -> str:
+    """Copy the artifact into a new BentoML model version; returns the tag."""
+    import bentoml
+
+    source = Path(artifact_dir)
+    meta = read_artifact(source)
+    metadata = {
+        "labels": meta["labels"],
+        "directions": meta["directions"],
+        "other": meta["other"],
+        "thresholds": dict(zip(meta["directions"], meta["thresholds"])),
+        "preprocessing_version": meta["preprocessing_version"],
+        "max_length": meta["max_length"],
+        "base_model": meta["base_model"],
+        "from_scratch": meta["from_scratch"],
+        "metrics": meta["metrics"],
+        "trained": meta["created"],
+        "run_name": meta["name"],
+    }
+    with bentoml.models.create(
+        name,
+        labels={"task": "multi-label-text-classification", "language": "zh"},
+        metadata=metadata,
+    ) as model_ref:
+        for item in source.iterdir():
+            # Checkpoint folders left by an interrupted run are not part of the model.
+            if item.is_file():
+                shutil.copy2(item, Path(model_ref.path) / item.name)
+    return str(model_ref.tag)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.package",
+        description="Save a training artifact (model, tokenizer, labels, thresholds, metrics) into the local "
+                    "BentoML model store and print its tag.",
+    )
+    parser.add_argument("artifact_dir", help="output folder of python -m training.train, e.g. artifacts/offline-small")
+    parser.add_argument("--name", default=DEFAULT_NAME, help=f"model name in the store (default {DEFAULT_NAME})")
+    args = parser.parse_args(argv)
+    try:
+        tag = package(args.artifact_dir, args.name)
+    except PackagingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(tag)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

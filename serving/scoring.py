@@ -1,0 +1,48 @@
+"""Page -> units -> predictions -> page summary. Shared by the HTTP service and the batch CLI."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
+
+from training.predict import Classifier, Prediction
+from training.text import Unit, split_units
+
+# A direction counts as one of a page's dominant directions when it labels at least
+# this share of the page's on-topic units (or is the most frequent one).
+DOMINANT_SHARE = 0.25
+
+
+def unit_records(units: Sequence[Unit], predictions: Sequence[Prediction]) -> list[dict]:
+    return [{**unit.to_dict(), **pred.to_dict()} for unit, pred in zip(units, predictions)]
+
+
+def summarize(predictions: Sequence[Prediction], labels: Sequence[str], other: str) -> dict:
+    """Units per label, the share of noise/off-topic units and the page's dominant directions."""
+    counts = Counter(label for pred in predictions for label in pred.labels)
+    total = len(predictions)
+    on_topic = sum(1 for pred in predictions if pred.labels != [other])
+    directions = [label for label in labels if label != other and counts.get(label, 0) > 0]
+    ranked = sorted(directions, key=lambda label: (-counts[label], labels.index(label)))
+    dominant = [label for label in ranked if on_topic and counts[label] / on_topic >= DOMINANT_SHARE]
+    if ranked and not dominant:
+        dominant = ranked[:1]
+    return {
+        "units": total,
+        "units_per_label": {label: counts.get(label, 0) for label in labels},
+        "other_share": round((total - on_topic) / total, 4) if total else 0.0,
+        "dominant_directions": dominant,
+    }
+
+
+def score_pages(classifier: Classifier, pages: Sequence[str], progress: bool = False) -> list[tuple[list[dict], dict]]:
+    """Split every page, score all their units in one length-sorted pass, and summarise each page."""
+    page_units = [split_units(page) for page in pages]
+    flat = [unit.text for units in page_units for unit in units]
+    predictions = classifier.predict(flat, already_clean=True, progress=progress)
+    out, cursor = [], 0
+    for units in page_units:
+        preds = predictions[cursor:cursor + len(units)]
+        cursor += len(units)
+        out.append((unit_records(units, preds), summarize(preds, classifier.labels, classifier.other)))
+    return out

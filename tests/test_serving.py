@@ -1,0 +1,262 @@
+"""End to end: a trained tiny model is packaged, served over real HTTP, and used to score a crawl in batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SEEDS = sorted(Path("seeds").glob("*.txt"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def bento_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bentoml")
+
+
+@pytest.fixture(scope="module")
+def model_tag(tiny_artifact, bento_home) -> str:
+    result = subprocess.run([sys.executable, "-m", "serving.package", str(tiny_artifact), "--name", "fic-test"],
+                            capture_output=True, text=True, env={**os.environ, "BENTOML_HOME": str(bento_home)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    tag = result.stdout.strip().splitlines()[-1]
+    assert tag.startswith("fic-test:")
+    return tag
+
+
+@pytest.fixture(scope="module")
+def server(model_tag, bento_home, tmp_path_factory):
+    port = free_port()
+    env = {**os.environ, "BENTOML_HOME": str(bento_home), "FIC_MODEL": model_tag, "FIC_MAX_TEXTS": "8",
+           "FIC_MAX_TEXT_CHARS": "300", "FIC_MAX_LATENCY_MS": "5000", "BENTOML_DO_NOT_TRACK": "True"}
+    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:FutureIndustryClassifier",
+                             "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        assert proc.poll() is None, Path(log.name).read_text()[-3000:]
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        pytest.fail("bentoml serve did not become ready in 90 s:\n" + Path(log.name).read_text()[-3000:])
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+def post(url: str, path: str, payload, **kwargs) -> httpx.Response:
+    return httpx.post(f"{url}{path}", json=payload, timeout=60, **kwargs)
+
+
+def test_classify_answers_in_order(server) -> None:
+    texts = ["推动氢能“制、储、运、加、用”全产业链协同发展", "上一篇 2024年9月24日", "發(fā)展人形機器人產業"]
+    response = post(server, "/classify", {"texts": texts})
+    assert response.status_code == 200, response.text
+    results = response.json()
+    assert len(results) == 3
+    meta = httpx.get(f"{server}/metadata", timeout=10).json()
+    for result in results:
+        assert set(result["scores"]) == set(meta["labels"])
+        assert result["labels"] == ["other"] or "other" not in result["labels"]
+        assert result["top_label"] in meta["labels"] and result["truncated"] is False
+    # Order is kept: each text alone gets the same answer as inside the list.
+    for text, together in zip(texts, results):
+        alone = post(server, "/classify", {"texts": [text]}).json()[0]
+        assert alone["labels"] == together["labels"]
+        assert alone["scores"] == pytest.approx(together["scores"], abs=1e-4)
+
+
+def test_concurrent_requests_are_batched_and_correct(server) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"第{i}条:发展新型储能和锂电池产业" if i % 2 else f"第{i}条:版权所有 联系我们" for i in range(24)]
+    expected = [post(server, "/classify", {"texts": [t]}).json()[0]["labels"] for t in texts]
+    with ThreadPoolExecutor(12) as pool:
+        got = list(pool.map(lambda t: post(server, "/classify", {"texts": [t]}).json()[0]["labels"], texts))
+    assert got == expected
+
+
+def test_metadata_and_health(server, model_tag) -> None:
+    meta = httpx.get(f"{server}/metadata", timeout=10).json()
+    assert meta["model"] == model_tag
+    assert meta["labels"][-1] == "other" and len(meta["thresholds"]) == 6
+    assert meta["preprocessing_version"] and "macro_f1" in meta["metrics"]
+    assert meta["batching"]["enabled"] is True
+    for path in ("/livez", "/readyz", "/metrics"):
+        assert httpx.get(f"{server}{path}", timeout=10).status_code == 200
+
+
+def test_classify_page_gives_units_spans_and_summary(server) -> None:
+    page = SEEDS[1].read_text(encoding="utf-8")
+    response = post(server, "/classify_page", {"text": page, "url": "http://example.com/a"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["url"] == "http://example.com/a"
+    from training.text import split_units
+
+    units = split_units(page)
+    assert [(u["index"], u["start"], u["end"], u["text"]) for u in body["units"]] == \
+           [(u.index, u.start, u.end, u.text) for u in units]
+    summary = body["summary"]
+    assert summary["units"] == len(units)
+    assert sum(1 for u in body["units"] if u["labels"] == ["other"]) / len(units) == pytest.approx(summary["other_share"], abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "payload, content_type, fragment",
+    [
+        ({"texts": []}, None, "at least 1 item"),
+        ({"texts": ["a"] * 9}, None, "at most 8 items"),
+        ({"texts": ["ok", 3]}, None, "valid string"),
+        ({"texts": ["ok", "  \u200b "]}, None, "empty"),
+        ({"texts": ["长" * 301]}, None, "at most 300 characters"),
+        ({"texts": "一段文字"}, None, "valid array"),
+        ({"text": ["x"]}, None, "Field required"),
+        ('{"texts": ["未闭合"', "application/json", "Invalid JSON"),
+        ("texts=abc", "text/plain", "Invalid JSON"),
+    ],
+)
+def test_bad_input_is_a_4xx_that_says_what_to_fix(server, payload, content_type, fragment) -> None:
+    if isinstance(payload, str):
+        response = httpx.post(f"{server}/classify", content=payload, headers={"content-type": content_type}, timeout=30)
+    else:
+        response = post(server, "/classify", payload)
+    assert 400 <= response.status_code < 500, response.text
+    assert fragment in response.text
+
+
+def test_bad_page_input(server) -> None:
+    assert post(server, "/classify_page", {"text": ""}).status_code == 400
+    response = post(server, "/classify_page", {"text": "。。。\n——"})
+    assert response.status_code == 400 and "no text units" in response.text
+
+
+def test_python_client(server) -> None:
+    import bentoml
+
+    with bentoml.SyncHTTPClient(server) as client:
+        results = client.classify(texts=["发展低空经济和商业航天"])
+    assert len(results) == 1 and results[0]["labels"]
+
+
+# ----------------------------------------------------------------------------- batch scoring
+
+
+def run_batch(inputs: list[str], out: Path, model: str, env: dict, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "serving.batch", *inputs, "-o", str(out), "--model", model,
+                           "--no-progress", "--chunk-units", "64"], capture_output=True, text=True, env=env,
+                          timeout=300, **kwargs)
+
+
+def test_batch_scores_seeds_like_the_service(server, model_tag, bento_home, tmp_path) -> None:
+    env = {**os.environ, "BENTOML_HOME": str(bento_home)}
+    out = tmp_path / "units.jsonl"
+    result = run_batch(["seeds"], out, model_tag, env)
+    assert result.returncode == 0, result.stderr
+    assert "documents read 5, skipped 0 (already in output), failed 0, written 5" in result.stderr
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    pages = [json.loads(line) for line in (tmp_path / "units.pages.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(pages) == 5
+    for path in SEEDS:
+        served = post(server, "/classify_page", {"text": path.read_text(encoding="utf-8")}).json()
+        mine = [r for r in records if r["doc_id"] == f"seeds/{path.name}"]
+        assert [(r["start"], r["end"], r["text"], r["labels"]) for r in mine] == \
+               [(u["start"], u["end"], u["text"], u["labels"]) for u in served["units"]]
+        for r, u in zip(mine, served["units"]):
+            assert r["scores"] == pytest.approx(u["scores"], abs=1e-4)
+        page = next(p for p in pages if p["doc_id"] == f"seeds/{path.name}")
+        assert page["units_per_label"] == served["summary"]["units_per_label"]
+
+    again = run_batch(["seeds"], out, model_tag, env)
+    assert "skipped 5 (already in output)" in again.stderr and "written 0" in again.stderr
+    assert len(out.read_text(encoding="utf-8").splitlines()) == len(records)
+
+
+def test_batch_reads_html_gbk_big5_and_reports_failures(tiny_artifact, tmp_path) -> None:
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    (crawl / "gbk.txt").write_bytes("推动氢能产业发展。版权所有。".encode("gbk"))
+    (crawl / "big5.txt").write_bytes("發展低空經濟，培育商業航天。".encode("big5"))
+    (crawl / "page.html").write_text("<html><head><style>p{color:red}</style></head><body><script>var x='脚本';</script>"
+                                     "<p>发展量子科技。</p><nav>首页</nav></body></html>", encoding="utf-8")
+    (crawl / "pages.jsonl").write_text(json.dumps({"id": "a", "text": "建设智算中心。", "url": "http://x"}, ensure_ascii=False)
+                                       + "\n{not json\n" + json.dumps({"url": "no text"}) + "\n", encoding="utf-8")
+    out = tmp_path / "out" / "units.jsonl"
+    result = run_batch([str(crawl), str(tmp_path / "missing.txt")], out, str(tiny_artifact), dict(os.environ))
+    assert result.returncode == 1  # some inputs failed; the rest were written
+    assert "documents read 7, skipped 0 (already in output), failed 3, written 4" in result.stderr
+    assert "not valid JSON" in result.stderr and "no string field 'text'" in result.stderr and "no such file" in result.stderr
+    texts = {json.loads(line)["doc_id"]: [] for line in out.read_text(encoding="utf-8").splitlines()}
+    for line in out.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        texts[record["doc_id"]].append(record["text"])
+    assert texts["crawl/gbk.txt"] == ["推动氢能产业发展。", "版权所有。"]
+    assert texts["crawl/big5.txt"] == ["发展低空经济,培育商业航天。"]
+    assert texts["crawl/page.html"] == ["发展量子科技。", "首页"]
+    assert texts["a"] == ["建设智算中心。"]
+
+
+def test_killed_batch_run_resumes_to_the_same_output(tiny_artifact, tmp_path) -> None:
+    pages = [p.read_text(encoding="utf-8") for p in SEEDS]
+    crawl = tmp_path / "crawl.jsonl"
+    with crawl.open("w", encoding="utf-8") as handle:
+        for i in range(150):
+            handle.write(json.dumps({"id": f"doc{i:03d}", "text": pages[i % len(pages)]}, ensure_ascii=False) + "\n")
+    env = dict(os.environ)
+    clean_out = tmp_path / "clean" / "units.jsonl"
+    assert run_batch([str(crawl)], clean_out, str(tiny_artifact), env).returncode == 0
+
+    out = tmp_path / "resumed" / "units.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "serving.batch", str(crawl), "-o", str(out), "--model",
+                             str(tiny_artifact), "--no-progress", "--chunk-units", "64"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    summaries = out.with_name("units.pages.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline and (not summaries.exists() or len(summaries.read_bytes().splitlines()) < 10):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    finished = len(summaries.read_bytes().splitlines())
+    assert 10 <= finished < 150, "the run was not interrupted part-way"
+
+    result = run_batch([str(crawl)], out, str(tiny_artifact), env)
+    assert result.returncode == 0, result.stderr
+    assert "documents read 150" in result.stderr
+
+    def load(path: Path) -> list[dict]:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+    for name in ("units.jsonl", "units.pages.jsonl"):
+        a, b = load(clean_out.with_name(name)), load(out.with_name(name))
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert {k: v for k, v in x.items() if k != "scores"} == {k: v for k, v in y.items() if k != "scores"}
+            if "scores" in x:
+                assert np.allclose(list(x["scores"].values()), list(y["scores"].values()), atol=1e-4)

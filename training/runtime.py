@@ -1,0 +1,46 @@
+"""Process-level settings for inference: how many CPU threads, and tokenizer parallelism."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+
+def cpu_quota() -> int:
+    """CPUs this process may really use: the cgroup quota and the affinity mask, not the host's core count.
+
+    A container on a 64-core host with a 2-CPU quota that starts 64 torch threads
+    spends its time being throttled.
+    """
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = None
+    try:  # cgroup v2
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if text and text[0] != "max":
+            quota = int(text[0]) / int(text[1])
+    except (OSError, ValueError, IndexError):
+        try:  # cgroup v1
+            q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+            p = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            if q > 0 and p > 0:
+                quota = q / p
+        except (OSError, ValueError):
+            pass
+    if quota is not None:
+        available = min(available, max(1, math.floor(quota)))
+    return max(1, available)
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads (default: the CPU quota) and keep the tokenizer single-threaded.
+
+    We tokenize a batch on the calling thread right before the forward pass; a
+    Rust thread pool for that would compete with torch for the same cores.
+    """
+    import torch
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    n = threads or cpu_quota()
+    torch.set_num_threads(n)
+    return n
