@@ -45,7 +45,7 @@ def model_tag(tiny_artifact, bento_home) -> str:
 def server(model_tag, bento_home, tmp_path_factory):
     port = free_port()
     env = {**os.environ, "BENTOML_HOME": str(bento_home), "FIC_MODEL": model_tag, "FIC_MAX_TEXTS": "8",
-           "FIC_MAX_TEXT_CHARS": "300", "FIC_MAX_LATENCY_MS": "5000", "BENTOML_DO_NOT_TRACK": "True"}
+           "FIC_MAX_TEXT_CHARS": "300", "FIC_MAX_LATENCY_MS": "5000", "FIC_PRECISION": "fp32", "BENTOML_DO_NOT_TRACK": "True"}
     log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:FutureIndustryClassifier",
                              "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -171,7 +171,7 @@ def test_python_client(server) -> None:
 
 def run_batch(inputs: list[str], out: Path, model: str, env: dict, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "serving.batch", *inputs, "-o", str(out), "--model", model,
-                           "--no-progress", "--chunk-units", "64"], capture_output=True, text=True, env=env,
+                           "--no-progress", "--chunk-units", "64", "--precision", "fp32"], capture_output=True, text=True, env=env,
                           timeout=300, **kwargs)
 
 
@@ -235,7 +235,7 @@ def test_killed_batch_run_resumes_to_the_same_output(tiny_artifact, tmp_path) ->
 
     out = tmp_path / "resumed" / "units.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "serving.batch", str(crawl), "-o", str(out), "--model",
-                             str(tiny_artifact), "--no-progress", "--chunk-units", "64"],
+                             str(tiny_artifact), "--no-progress", "--chunk-units", "64", "--precision", "fp32"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     summaries = out.with_name("units.pages.jsonl")
     deadline = time.time() + 120
@@ -260,3 +260,14 @@ def test_killed_batch_run_resumes_to_the_same_output(tiny_artifact, tmp_path) ->
             assert {k: v for k, v in x.items() if k != "scores"} == {k: v for k, v in y.items() if k != "scores"}
             if "scores" in x:
                 assert np.allclose(list(x["scores"].values()), list(y["scores"].values()), atol=1e-4)
+
+
+def test_bentoml_build_packs_service_and_model(model_tag, bento_home) -> None:
+    env = {**os.environ, "BENTOML_HOME": str(bento_home), "FIC_MODEL": model_tag, "BENTOML_DO_NOT_TRACK": "True"}
+    result = subprocess.run([sys.executable, "-m", "bentoml", "build", "--output", "tag"], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    listing = subprocess.run([sys.executable, "-m", "bentoml", "list", "-o", "json"], capture_output=True, text=True,
+                             env=env, timeout=120)
+    bentos = json.loads(listing.stdout)
+    assert any(b["tag"].startswith("future-industry-classifier:") for b in bentos)

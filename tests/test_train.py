@@ -93,3 +93,26 @@ def test_bad_override_on_the_command_line(tmp_path) -> None:
     result = run_cli("--config", "configs/offline-small.yaml", "--set", "train.epoch=3")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "unknown config key(s) train.epoch" in result.stderr
+
+
+@pytest.mark.parametrize("precision, max_diff", [("bf16", 0.03), ("int8", 0.05)])
+def test_faster_precisions_stay_close_to_fp32(tiny_artifact, precision, max_diff) -> None:
+    texts = seed_texts()
+    reference = Classifier.from_artifact(tiny_artifact)
+    fast = Classifier.from_artifact(tiny_artifact)
+    if precision not in fast.available_precisions():
+        pytest.skip(f"{precision} is not offered on this machine")
+    fast.set_precision(precision)
+    p_ref, p_fast = reference.probabilities(texts), fast.probabilities(texts)
+    assert np.abs(p_ref - p_fast).max() <= max_diff
+    same = [a.labels == b.labels for a, b in zip(reference.predict(texts, already_clean=True),
+                                                   fast.predict(texts, already_clean=True))]
+    assert np.mean(same) >= 0.95
+
+
+def test_auto_precision_keeps_agreement(tiny_artifact) -> None:
+    clf = Classifier.from_artifact(tiny_artifact, precision="auto")
+    assert clf.precision in clf.available_precisions()
+    assert (tiny_artifact / "calibration.txt").read_text(encoding="utf-8").strip()
+    with pytest.raises(ValueError, match="precision must be one of"):
+        clf.set_precision("fp8")

@@ -208,3 +208,47 @@ def to_dataset(examples: list[Example], taxonomy: Taxonomy, tokenizer, max_lengt
         remove_columns=["text"],
         desc="tokenising",
     )
+
+
+def counts_table(patterns: Iterable[str], taxonomy: Taxonomy) -> str:
+    """Markdown table of units per label for every label file (a multi-label unit counts for each label)."""
+    short = [label.replace("future_", "") for label in taxonomy.all_labels]
+    rows = ["| file | units | " + " | ".join(short) + " | multi-label |", "|---|---:|" + "---:|" * (len(short) + 1)]
+    total, total_units, total_multi = Counter(), 0, 0
+    files = [Path(m) for pattern in patterns for m in sorted(glob.glob(pattern))]
+    for path in dict.fromkeys(files):
+        examples = read_label_file(path, taxonomy)
+        counts = label_counts(examples)
+        multi = sum(len(ex.labels) > 1 for ex in examples)
+        total.update(counts)
+        total_units += len(examples)
+        total_multi += multi
+        rows.append(f"| {path} | {len(examples)} | " + " | ".join(str(counts.get(l, 0)) for l in taxonomy.all_labels)
+                    + f" | {multi} |")
+    rows.append(f"| **all** | {total_units} | " + " | ".join(str(total.get(l, 0)) for l in taxonomy.all_labels)
+                + f" | {total_multi} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from training.config import load_config
+    from training.taxonomy import load_taxonomy
+
+    parser = argparse.ArgumentParser(prog="python -m training.data",
+                                     description="Validate the label files of a config and print units per label and file.")
+    parser.add_argument("--config", default="configs/offline-small.yaml", help="config whose data.label_files to read")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        print(counts_table(cfg.data.label_files, load_taxonomy(cfg.data.taxonomy)))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

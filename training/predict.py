@@ -20,6 +20,11 @@ from training.text import PREPROCESSING_VERSION, clean
 log = logging.getLogger(__name__)
 
 ARTIFACT_FILE = "artifact.json"
+CALIBRATION_FILE = "calibration.txt"  # held-out cleaned units, one per line, for precision=auto
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
+# precision=auto accepts a faster variant only if it gives the same label set as fp32 on
+# at least this share of the calibration units.
+AUTO_MIN_AGREEMENT = 0.99
 
 
 @dataclass(frozen=True)
@@ -75,13 +80,96 @@ class Classifier:
         self.max_length = max_length
         self.batch_size = batch_size
         self.meta = meta or {}
+        self.precision = "fp32"
+        self._runner = self.model  # the module that runs forward passes: the model or its int8 copy
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def available_precisions(self) -> list[str]:
+        """Concrete precisions this device can run, fp32 first."""
+        import torch
+
+        if self.device.type == "cuda":
+            return ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
+        options = ["fp32", "int8"]
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            flags = ""
+        # Without native bf16 (AVX-512 BF16 / AMX) autocast emulates it and is slower than fp32.
+        if "avx512_bf16" in flags or "amx_bf16" in flags:
+            options.insert(1, "bf16")
+        return options
+
+    def set_precision(self, precision: str, calibration: Sequence[str] | None = None) -> str:
+        """Run forward passes in fp32, bf16 or fp16 autocast, or int8 dynamic quantization.
+
+        `auto` times every variant this device offers on the calibration units and keeps
+        the fastest whose label sets agree with fp32 on >= AUTO_MIN_AGREEMENT of them.
+        """
+        import torch
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision == "auto":
+            precision = self._pick_precision(calibration)
+        if precision == "int8":
+            if self.device.type != "cpu":
+                raise ValueError("int8 dynamic quantization runs on the CPU only; use fp16 or bf16 on a GPU")
+            import copy
+            import warnings
+
+            with warnings.catch_warnings():
+                # torch.ao dynamic quantization is deprecated in favour of torchao, which has no
+                # CPU dynamic-int8 path for this torch yet; it still works and is the fastest here.
+                warnings.simplefilter("ignore")
+                self._runner = torch.ao.quantization.quantize_dynamic(
+                    copy.deepcopy(self.model), {torch.nn.Linear}, dtype=torch.qint8
+                )
+        else:
+            if precision == "fp16" and self.device.type != "cuda":
+                raise ValueError("fp16 needs a GPU; on the CPU use bf16 or int8")
+            self._runner = self.model
+        self.precision = precision
+        return precision
+
+    def _pick_precision(self, calibration: Sequence[str] | None) -> str:
+        import time
+
+        options = self.available_precisions()
+        texts = list(calibration or [])
+        if len(texts) < 20:
+            log.info("precision=auto: no calibration units, using fp32")
+            return "fp32"
+        encoded, _ = self.encode(texts)
+        results = {}
+        for option in options:
+            self.set_precision(option)
+            self._probabilities(encoded[: self.batch_size])  # warm-up
+            started = time.perf_counter()
+            probs = self._probabilities(encoded)
+            results[option] = (time.perf_counter() - started, probs)
+        reference = label_matrix(decide(results["fp32"][1], self.directions, self.thresholds, self.other), self.directions)
+        best = "fp32"
+        for option, (seconds, probs) in results.items():
+            labels = label_matrix(decide(probs, self.directions, self.thresholds, self.other), self.directions)
+            agreement = float((labels == reference).all(axis=1).mean())
+            log.info("precision=auto: %s %.0f units/s, label-set agreement with fp32 %.3f",
+                     option, len(texts) / seconds, agreement)
+            if agreement >= AUTO_MIN_AGREEMENT and seconds < results[best][0]:
+                best = option
+        log.info("precision=auto chose %s", best)
+        return best
 
     @property
     def labels(self) -> list[str]:
         return [*self.directions, self.other]
 
     @classmethod
-    def from_artifact(cls, path: str | Path, batch_size: int = 64, device: str | None = None) -> "Classifier":
+    def from_artifact(cls, path: str | Path, batch_size: int = 64, device: str | None = None,
+                      precision: str = "fp32") -> "Classifier":
         """Load an artifact folder written by `python -m training.train`."""
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -100,8 +188,12 @@ class Classifier:
         model = AutoModelForSequenceClassification.from_pretrained(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device)
-        return cls(model, tokenizer, meta["directions"], meta["thresholds"], meta["other"],
-                   meta["max_length"], batch_size=batch_size, meta=meta)
+        classifier = cls(model, tokenizer, meta["directions"], meta["thresholds"], meta["other"],
+                         meta["max_length"], batch_size=batch_size, meta=meta)
+        calibration_path = path / CALIBRATION_FILE
+        calibration = calibration_path.read_text(encoding="utf-8").splitlines() if calibration_path.is_file() else None
+        classifier.set_precision(precision, calibration)
+        return classifier
 
     def encode(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
         """Token ids per text (cut to max_length) and a flag for the texts that were cut."""
@@ -134,7 +226,8 @@ class Classifier:
         if not encoded:
             return out
         order = np.argsort([len(ids) for ids in encoded], kind="stable")
-        device = next(self.model.parameters()).device
+        device = self.device
+        autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         batches = range(0, len(order), self.batch_size)
         if progress:
             from tqdm.auto import tqdm
@@ -145,7 +238,8 @@ class Classifier:
                 idx = order[start:start + self.batch_size]
                 batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
                 batch = {k: v.to(device) for k, v in batch.items()}
-                logits = self.model(**batch).logits.float()
+                with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                    logits = self._runner(**batch).logits.float()
                 out[idx] = torch.sigmoid(logits).cpu().numpy()
         return out
 

@@ -33,7 +33,7 @@ from training.evaluate import (
     summary_table, tune_thresholds, verdict,
 )
 from training.model import SCRATCH, build_model
-from training.predict import ARTIFACT_FILE, Classifier, label_matrix, decide
+from training.predict import ARTIFACT_FILE, CALIBRATION_FILE, Classifier, decide, label_matrix
 from training.taxonomy import Taxonomy, load_taxonomy
 from training.text import PREPROCESSING_VERSION
 
@@ -193,6 +193,8 @@ def write_artifact(out: Path, cfg: Config, taxonomy: Taxonomy, fitted: FitResult
         "metrics": headline,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    # Held-out units let precision=auto check a faster variant against fp32 at load time.
+    (out / CALIBRATION_FILE).write_text("\n".join(ex.text for ex in splits.val[:256]) + "\n", encoding="utf-8")
     (out / ARTIFACT_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
     (out / "labels.json").write_text(json.dumps({"directions": meta["directions"], "other": taxonomy.other,
                                                   "names": taxonomy.names}, ensure_ascii=False, indent=2), encoding="utf-8")
