@@ -221,11 +221,14 @@ class Writer:
 
 
 def load_classifier(model: str, batch_size: int, precision: str = "auto"):
-    from training.predict import Classifier
+    from training.predict import ArtifactError, Classifier
 
     path = Path(model)
     if path.is_dir():
-        return Classifier.from_artifact(path, batch_size=batch_size, precision=precision), str(path)
+        try:
+            return Classifier.from_artifact(path, batch_size=batch_size, precision=precision), str(path)
+        except ArtifactError as exc:
+            raise SystemExit(f"error: --model: {exc}") from None
     import bentoml
 
     try:

@@ -11,34 +11,13 @@ without loading it.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
 
-from training.predict import ARTIFACT_FILE
-from training.text import PREPROCESSING_VERSION
+from training.predict import ArtifactError, read_artifact_meta
 
 DEFAULT_NAME = "future-industry-classifier"
-
-
-class PackagingError(ValueError):
-    pass
-
-
-def read_artifact(path: Path) -> dict:
-    meta_path = path / ARTIFACT_FILE
-    if not path.is_dir():
-        raise PackagingError(f"{path} is not a folder; pass the output folder of python -m training.train")
-    if not meta_path.is_file():
-        raise PackagingError(f"{path} has no {ARTIFACT_FILE}: it is not a training artifact (train one with python -m training.train)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("preprocessing_version") != PREPROCESSING_VERSION:
-        raise PackagingError(
-            f"{path} was trained with preprocessing version {meta.get('preprocessing_version')!r} but this code "
-            f"cleans text as version {PREPROCESSING_VERSION!r}; retrain before packaging"
-        )
-    return meta
 
 
 def package(artifact_dir: str | Path, name: str = DEFAULT_NAME) -> str:
@@ -46,7 +25,7 @@ def package(artifact_dir: str | Path, name: str = DEFAULT_NAME) -> str:
     import bentoml
 
     source = Path(artifact_dir)
-    meta = read_artifact(source)
+    meta = read_artifact_meta(source)
     metadata = {
         "labels": meta["labels"],
         "directions": meta["directions"],
@@ -83,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         tag = package(args.artifact_dir, args.name)
-    except PackagingError as exc:
+    except ArtifactError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(tag)

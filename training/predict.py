@@ -27,6 +27,27 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 AUTO_MIN_AGREEMENT = 0.99
 
 
+class ArtifactError(ValueError):
+    """A folder that is not a usable training artifact; the message says what to do."""
+
+
+def read_artifact_meta(path: Path) -> dict:
+    """artifact.json of a training artifact, checked against this code's preprocessing version."""
+    if not path.is_dir():
+        raise ArtifactError(f"{path} is not a folder; pass the output folder of python -m training.train")
+    meta_path = path / ARTIFACT_FILE
+    if not meta_path.is_file():
+        raise ArtifactError(f"{path} has no {ARTIFACT_FILE}: it is not a training artifact "
+                            "(train one with python -m training.train)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("preprocessing_version") != PREPROCESSING_VERSION:
+        raise ArtifactError(
+            f"{path} was trained with preprocessing version {meta.get('preprocessing_version')!r} but this code "
+            f"cleans text as version {PREPROCESSING_VERSION!r}; retrain it so serving sees what training saw"
+        )
+    return meta
+
+
 @dataclass(frozen=True)
 class Prediction:
     labels: list[str]  # directions that pass their thresholds, or [other]
@@ -175,15 +196,7 @@ class Classifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         path = Path(path)
-        meta_path = path / ARTIFACT_FILE
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{path} is not a training artifact (no {ARTIFACT_FILE}); train one with python -m training.train")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("preprocessing_version") != PREPROCESSING_VERSION:
-            raise ValueError(
-                f"artifact {path} was trained with preprocessing version {meta.get('preprocessing_version')!r}, "
-                f"this code has {PREPROCESSING_VERSION!r}; retrain it so serving sees what training saw"
-            )
+        meta = read_artifact_meta(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,355 @@
+"""Inference speed: transformers pipeline vs our Classifier (fp32, bf16, int8) vs ONNX Runtime.
+
+    python -m bench.inference                               # defaults: 2,000 units, 3 repeats, both models
+    python -m bench.inference --units 64 --repeats 1 --models small
+
+Every variant scores the same N real-length units (the cleaned corpus, cycled to N, in
+a seeded shuffled order) in one run; repeats are interleaved across variants so a
+change in machine load hits all of them alike. Reported per variant: sentences/s
+(median of the repeats), achieved GFLOP/s and its share of the machine's matmul peak,
+and agreement with fp32 (same label set; largest probability difference).
+"""
+
+from __future__ import annotations
+
+import sys
+
+if not __package__:  # run as a file, `bench.common` would not import
+    sys.exit("run it from the repository root as a module: python -m bench.inference --help")
+
+import argparse
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bench.common import (
+    DEFAULT_ARTIFACT,
+    RESULTS_DIR,
+    benchmark_units,
+    bert_forward_flops,
+    format_table,
+    header,
+    matmul_peak_gflops,
+    median,
+    model_shape,
+    padded_shapes,
+    parse_choices,
+    positive_int,
+    quiet_transformers,
+    require_artifact,
+    time_call,
+    write_base_artifact,
+    write_results,
+)
+
+MODELS = {"small": "trained offline-small artifact", "base": "BERT-base-sized, random weights"}
+VARIANTS = {
+    "a": "pipeline, one call per unit",
+    "b": "pipeline, list, batch_size={pipeline_batch}",
+    "c": "Classifier fp32",
+    "d": "Classifier bf16 autocast",
+    "e": "Classifier int8 dynamic",
+    "f": "ONNX Runtime (optimum)",
+}
+OURS = ("c", "d", "e")  # the variants the speed-ups count as "ours"
+
+Batches = list[tuple[int, int]]
+
+
+@dataclass
+class Variant:
+    key: str
+    label: str
+    peak: str  # the matmul peak its GFLOP/s is compared with: fp32 or bf16
+    run: Callable[[list[str]], np.ndarray] | None = None  # cleaned texts -> (n, directions) probabilities
+    batches: Callable[[list[int]], Batches] | None = None  # token lengths -> (batch, seq) of each forward pass
+    skipped: str | None = None  # why it was not measured
+
+
+# ----------------------------------------------------------------------------- variants
+
+
+def scores_matrix(outputs: list, directions: list[str]) -> np.ndarray:
+    """Pipeline outputs (per text, a list of {label, score}) -> probabilities in direction order."""
+    index = {label: i for i, label in enumerate(directions)}
+    probs = np.zeros((len(outputs), len(directions)), dtype=np.float32)
+    for row, scores in enumerate(outputs):
+        if scores and isinstance(scores[0], list):  # a single text may come back wrapped in a list
+            scores = scores[0]
+        for item in scores:
+            probs[row, index[item["label"]]] = item["score"]
+    return probs
+
+
+def pipeline_variant(key: str, clf, batch_size: int | None, label: str) -> Variant:
+    """transformers' text-classification pipeline on the same model weights and tokenizer."""
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=clf.model, tokenizer=clf.tokenizer, top_k=None, device="cpu")
+    # Same truncation as Classifier, so both see the same tokens.
+    kwargs = {"truncation": True, "max_length": clf.max_length}
+
+    if batch_size is None:
+        def run(texts: list[str]) -> np.ndarray:
+            return scores_matrix([pipe(text, **kwargs) for text in texts], clf.directions)
+
+        def batches(lengths: list[int]) -> Batches:
+            return [(1, n) for n in lengths]
+    else:
+        def run(texts: list[str]) -> np.ndarray:
+            return scores_matrix(pipe(texts, batch_size=batch_size, **kwargs), clf.directions)
+
+        def batches(lengths: list[int]) -> Batches:
+            return padded_shapes(lengths, batch_size, length_sorted=False)
+
+    return Variant(key, label, "fp32", run, batches)
+
+
+def classifier_variant(key: str, clf, precision: str, label: str) -> Variant:
+    """Our Classifier at one precision, sharing the fp32 model's weights (int8 gets its own copy)."""
+    from training.predict import Classifier
+
+    if precision not in clf.available_precisions():
+        return Variant(key, label, "bf16", skipped=f"{precision} not offered on this machine "
+                       f"(available_precisions: {', '.join(clf.available_precisions())})")
+    twin = Classifier(clf.model, clf.tokenizer, clf.directions, clf.thresholds, clf.other, clf.max_length,
+                      batch_size=clf.batch_size, meta=clf.meta)
+    twin.set_precision(precision)
+    # int8 has no matmul peak of its own here; it is compared with bf16, the fastest one measured.
+    peak = "fp32" if precision == "fp32" else "bf16"
+    return Variant(key, label, peak, twin.probabilities, lambda lengths: padded_shapes(lengths, clf.batch_size, True))
+
+
+def ort_variant(key: str, clf, artifact: Path, threads: int, label: str) -> Variant:
+    """ONNX Runtime through optimum, fed the same length-sorted padded batches as Classifier."""
+    try:
+        import optimum.onnxruntime  # noqa: F401 - only asking whether it is installed
+    except Exception as exc:  # ImportError, or a broken install raising something else
+        return Variant(key, label, "fp32", skipped=f"optimum.onnxruntime not importable ({type(exc).__name__}: {exc}); "
+                                                   "install the bench extra: pip install -e '.[bench]'")
+    import onnxruntime
+    import torch
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    model = ORTModelForSequenceClassification.from_pretrained(artifact, export=True, session_options=options)
+
+    def run(texts: list[str]) -> np.ndarray:
+        encoded = clf.encode(texts)[0]
+        out = np.zeros((len(encoded), len(clf.directions)), dtype=np.float32)
+        order = np.argsort([len(ids) for ids in encoded], kind="stable")
+        for start in range(0, len(order), clf.batch_size):
+            idx = order[start:start + clf.batch_size]
+            batch = clf.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
+            batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])  # the exported graph asks for it
+            out[idx] = torch.sigmoid(torch.as_tensor(model(**batch).logits).float()).numpy()
+        return out
+
+    return Variant(key, label, "fp32", run, lambda lengths: padded_shapes(lengths, clf.batch_size, True))
+
+
+def make_variants(keys: list[str], clf, artifact: Path, threads: int, pipeline_batch: int) -> list[Variant]:
+    labels = {k: v.format(pipeline_batch=pipeline_batch) for k, v in VARIANTS.items()}
+    makers = {
+        "a": lambda: pipeline_variant("a", clf, None, labels["a"]),
+        "b": lambda: pipeline_variant("b", clf, pipeline_batch, labels["b"]),
+        "c": lambda: classifier_variant("c", clf, "fp32", labels["c"]),
+        "d": lambda: classifier_variant("d", clf, "bf16", labels["d"]),
+        "e": lambda: classifier_variant("e", clf, "int8", labels["e"]),
+        "f": lambda: ort_variant("f", clf, artifact, threads, labels["f"]),
+    }
+    variants = []
+    for key in keys:
+        try:
+            variants.append(makers[key]())
+        except Exception as exc:  # one variant that cannot be set up must not sink the others
+            variants.append(Variant(key, labels[key], "fp32", skipped=f"setup failed: {type(exc).__name__}: {exc}"))
+    return variants
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def time_variants(variants: list[Variant], units: list[str], repeats: int, warmup: int) -> tuple[dict, dict, dict]:
+    """Seconds per repeat and first-repeat probabilities per variant, plus failures."""
+    active = [v for v in variants if v.skipped is None]
+    failed: dict[str, str] = {}
+    seconds: dict[str, list[float]] = {v.key: [] for v in active}
+    probs: dict[str, np.ndarray] = {}
+    for variant in active:
+        try:
+            variant.run(units[:warmup])  # first calls pick kernels and allocate; not what we time
+        except Exception as exc:
+            failed[variant.key] = f"{type(exc).__name__}: {exc}"
+    for _ in range(repeats):
+        # Interleaved: each repeat runs every variant once, so load drift hits them alike.
+        for variant in active:
+            if variant.key in failed:
+                continue
+            try:
+                elapsed, result = time_call(lambda: variant.run(units))
+            except Exception as exc:
+                failed[variant.key] = f"{type(exc).__name__}: {exc}"
+                continue
+            seconds[variant.key].append(elapsed)
+            probs.setdefault(variant.key, result)
+    return seconds, probs, failed
+
+
+def agreement(probs: np.ndarray, reference: np.ndarray, clf) -> tuple[float, float]:
+    """Share of units with the same label set as fp32 (artifact thresholds), largest |Δ probability|."""
+    from training.predict import decide, label_matrix
+
+    def labels(p: np.ndarray) -> np.ndarray:
+        return label_matrix(decide(p, clf.directions, clf.thresholds, clf.other), clf.directions)
+
+    same = (labels(probs) == labels(reference)).all(axis=1)
+    return float(same.mean()), float(np.abs(probs - reference).max())
+
+
+def speedups(results: dict[str, dict]) -> dict:
+    """c/a, c/b, best/a, best/b, where best is the fastest of our variants."""
+    rate = {k: r["sentences_per_s"] for k, r in results.items() if r["status"] == "ok"}
+    ours = {k: rate[k] for k in OURS if k in rate}
+    best = max(ours, key=ours.get) if ours else None
+    out: dict = {"best": best}
+    for name, numerator in (("c", rate.get("c")), ("best", ours.get(best))):
+        for baseline in ("a", "b"):
+            denominator = rate.get(baseline)
+            out[f"{name}/{baseline}"] = numerator / denominator if numerator and denominator else None
+    return out
+
+
+def benchmark_model(name: str, artifact: Path, units: list[str], args, peaks: dict[str, float]) -> dict:
+    from training.predict import Classifier
+
+    clf = Classifier.from_artifact(artifact, batch_size=args.batch_size, precision="fp32")
+    encoded, truncated = clf.encode(units)
+    lengths = [len(ids) for ids in encoded]
+    shape = model_shape(clf.model.config)
+    variants = make_variants(args.variants, clf, artifact, args.threads, args.pipeline_batch)
+    seconds, probs, failed = time_variants(variants, units, args.repeats, min(args.warmup, len(units)))
+    # The fp32 reference for agreement: variant c's output, or an untimed fp32 pass.
+    reference = probs["c"] if "c" in probs else clf.probabilities(units)
+
+    results = {}
+    for variant in variants:
+        entry: dict = {"label": variant.label, "peak_precision": variant.peak}
+        if variant.skipped or variant.key in failed or not seconds.get(variant.key):
+            entry.update(status="skipped" if variant.skipped else "failed", reason=variant.skipped or failed.get(variant.key))
+            results[variant.key] = entry
+            continue
+        flops = bert_forward_flops(shape, len(clf.directions), variant.batches(lengths))
+        elapsed = median(seconds[variant.key])
+        agree, max_diff = agreement(probs[variant.key], reference, clf)
+        entry.update(
+            status="ok",
+            seconds=seconds[variant.key],
+            median_seconds=elapsed,
+            sentences_per_s=len(units) / elapsed,
+            gflop=flops / 1e9,
+            gflops_per_s=flops / elapsed / 1e9,
+            pct_of_peak=100 * flops / elapsed / 1e9 / peaks[variant.peak],
+            agreement_with_fp32=agree,
+            max_abs_prob_diff=max_diff,
+        )
+        results[variant.key] = entry
+    return {
+        "description": MODELS[name],
+        "artifact": str(artifact) if name == "small" else "temporary folder (random weights)",
+        "shape": shape,
+        "parameters": clf.model.num_parameters(),
+        "max_length": clf.max_length,
+        "batch_size": args.batch_size,
+        "tokens": {"mean": float(np.mean(lengths)), "median": float(np.median(lengths)), "max": int(max(lengths)),
+                   "truncated_units": int(truncated.sum())},
+        "variants": results,
+        "speedups": speedups(results),
+    }
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def print_model(name: str, result: dict) -> None:
+    rows, notes = [], []
+    for key, r in result["variants"].items():
+        if r["status"] != "ok":
+            rows.append([key, r["label"], None, None, None, None, None, None, r["status"]])
+            notes.append(f"  {key} {r['status']}: {r['reason']}")
+            continue
+        rows.append([key, r["label"], r["sentences_per_s"], r["median_seconds"], r["gflops_per_s"],
+                     f"{r['pct_of_peak']:.1f}% {r['peak_precision']}", f"{r['agreement_with_fp32']:.4f}",
+                     f"{r['max_abs_prob_diff']:.2e}", "ok"])
+    shape = result["shape"]
+    print(f"\n{name}: {result['description']} — {shape['layers']} layers, hidden {shape['hidden']}, "
+          f"vocab {shape['vocab']:,}, {result['parameters'] / 1e6:.1f}M parameters; "
+          f"tokens/unit mean {result['tokens']['mean']:.1f}, max {result['tokens']['max']}")
+    print(format_table(["", "variant", "sent/s", "median s", "GFLOP/s", "of peak", "agree", "max|Δp|", "status"], rows))
+    for note in notes:
+        print(note)
+    s = result["speedups"]
+    print("speed-ups: " + ", ".join(f"{k} {v:.2f}x" if v else f"{k} -" for k, v in s.items() if k != "best")
+          + (f" (best = {s['best']})" if s["best"] else ""))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.inference",
+        description="Sentences/s, GFLOP/s and fp32 agreement of transformers' pipeline and our Classifier "
+                    "(fp32, bf16, int8) and ONNX Runtime, on the same real-length units, side by side.",
+    )
+    parser.add_argument("--units", type=positive_int, default=2000, help="units scored per repeat (default 2000)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed repeats per variant; the median is reported (default 3)")
+    parser.add_argument("--models", type=lambda v: parse_choices(v, list(MODELS)), default=list(MODELS),
+                        help="small (trained artifact), base (BERT-base-sized, random weights); default small,base")
+    parser.add_argument("--variants", type=lambda v: parse_choices(v, list(VARIANTS)),
+                        default=list(VARIANTS),
+                        help="a pipeline per unit, b pipeline batched, c fp32, d bf16, e int8, f ONNX Runtime "
+                             "(default a,b,c,d,e,f)")
+    parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT,
+                        help=f"trained artifact folder (default {DEFAULT_ARTIFACT})")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="Classifier batch size (default 64, as serving)")
+    parser.add_argument("--pipeline-batch", type=positive_int, default=32, help="pipeline batch size for variant b (default 32)")
+    parser.add_argument("--warmup", type=positive_int, default=64, help="units run untimed per variant first (default 64)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: the CPU quota)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the unit order and the random model (default 0)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "inference.json",
+                        help="results file (default bench/results/inference.json)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    require_artifact(args.artifact)  # fail before any slow setup
+    from training.runtime import configure_threads
+
+    args.threads = configure_threads(args.threads)
+    quiet_transformers()
+    units = benchmark_units(args.units, args.seed)
+    report = header("inference", {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
+    peaks = {"fp32": matmul_peak_gflops("fp32"), "bf16": matmul_peak_gflops("bf16")}
+    report["matmul_peak_gflops"] = {**peaks, "method": "torch.matmul 2048x2048, median of 3 x 5 calls; "
+                                    "int8 variants are compared with the bf16 peak"}
+    print(f"{report['machine']['cpu_model']}, {args.threads} threads; matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, "
+          f"bf16 {peaks['bf16']:.0f} GFLOP/s; {len(units)} units x {args.repeats} repeats")
+    report["models"] = {}
+    for name in args.models:
+        if name == "small":
+            report["models"][name] = benchmark_model(name, args.artifact, units, args, peaks)
+        else:
+            with tempfile.TemporaryDirectory(prefix="bench-base-") as tmp:
+                artifact = write_base_artifact(args.artifact, Path(tmp) / "bert-base-sized", args.seed)
+                report["models"][name] = benchmark_model(name, artifact, units, args, peaks)
+        print_model(name, report["models"][name])
+        write_results(args.out, report)  # after each model, so a long run keeps what it finished
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
