@@ -129,7 +129,8 @@ def ort_variant(key: str, clf, artifact: Path, threads: int, label: str) -> Vari
         import optimum.onnxruntime  # noqa: F401 - only asking whether it is installed
     except Exception as exc:  # ImportError, or a broken install raising something else
         return Variant(key, label, "fp32", skipped=f"optimum.onnxruntime not importable ({type(exc).__name__}: {exc}); "
-                                                   "install the bench extra: pip install -e '.[bench]'")
+                                                   "optimum has no release for transformers 5 on PyPI yet (the newest that resolves here, 1.17.1, "
+                                                   "fails to import against transformers 5)")
     import onnxruntime
     import torch
     from optimum.onnxruntime import ORTModelForSequenceClassification
