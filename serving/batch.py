@@ -183,7 +183,7 @@ def recover(out: Path) -> set[str]:
     pages = pages_path(out)
     page_lines = _complete_lines(pages)
     done = {json.loads(line)["doc_id"] for line in page_lines}
-    if pages.exists() and pages.read_bytes() != b"".join(line + b"\n" for line in page_lines):
+    if pages.exists() and pages.stat().st_size != sum(len(line) + 1 for line in page_lines):
         _rewrite(pages, page_lines)
     if out.exists():
         unit_lines = _complete_lines(out)

@@ -125,8 +125,6 @@ class FutureIndustryClassifier:
         self.tag = str(stored.tag)
         self.info = dict(stored.info.metadata)
         self.classifier = Classifier.from_artifact(stored.path, batch_size=MAX_BATCH_SIZE, precision=PRECISION)
-        if self.classifier.meta.get("preprocessing_version") != PREPROCESSING_VERSION:
-            raise RuntimeError(f"model {self.tag} expects preprocessing {self.classifier.meta.get('preprocessing_version')}")
 
     def metadata(self) -> dict:
         c = self.classifier

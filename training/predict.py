@@ -114,15 +114,9 @@ class Classifier:
 
         if self.device.type == "cuda":
             return ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
-        options = ["fp32", "int8"]
-        try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            flags = ""
-        # Without native bf16 (AVX-512 BF16 / AMX) autocast emulates it and is slower than fp32.
-        if "avx512_bf16" in flags or "amx_bf16" in flags:
-            options.insert(1, "bf16")
-        return options
+        from training.runtime import cpu_has_native_bf16
+
+        return ["fp32", "bf16", "int8"] if cpu_has_native_bf16() else ["fp32", "int8"]
 
     def set_precision(self, precision: str, calibration: Sequence[str] | None = None) -> str:
         """Run forward passes in fp32, bf16 or fp16 autocast, or int8 dynamic quantization.

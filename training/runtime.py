@@ -1,4 +1,4 @@
-"""Process-level settings for inference: how many CPU threads, and tokenizer parallelism."""
+"""Process-level facts and settings: usable CPUs, native bf16, torch threads, tokenizer parallelism."""
 
 from __future__ import annotations
 
@@ -30,6 +30,15 @@ def cpu_quota() -> int:
     if quota is not None:
         available = min(available, max(1, math.floor(quota)))
     return max(1, available)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX: without them bf16 on the CPU is emulated and slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def configure_threads(threads: int | None = None) -> int:

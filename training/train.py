@@ -20,6 +20,7 @@ import logging
 import shutil
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from training.evaluate import (
 )
 from training.model import SCRATCH, build_model
 from training.predict import ARTIFACT_FILE, CALIBRATION_FILE, Classifier, decide, label_matrix
+from training.runtime import cpu_has_native_bf16
 from training.taxonomy import Taxonomy, load_taxonomy
 from training.text import PREPROCESSING_VERSION
 
@@ -51,11 +53,7 @@ def resolve_precision(requested: str) -> str:
         return requested
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "fp32"
-    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
 @dataclass
@@ -162,7 +160,7 @@ def split_real_authored(examples: list[Example]) -> tuple[list[Example], list[Ex
 
 def log_data(examples: list[Example], taxonomy: Taxonomy) -> None:
     counts = label_counts(examples)
-    sources = label_counts([Example("", (ex.source,), "", "") for ex in examples])
+    sources = Counter(ex.source for ex in examples)
     log.info("%d labelled units (%s)", len(examples), ", ".join(f"{s}: {n}" for s, n in sources.items()))
     log.info("units per label: %s", ", ".join(f"{label}={counts.get(label, 0)}" for label in taxonomy.all_labels))
     for ex in examples[:: max(1, len(examples) // 3)][:3]:
