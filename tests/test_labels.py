@@ -7,12 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from training.data import load_examples, read_label_file, seed_unit_records
+import numpy as np
+
+from training.data import is_hk_tw, load_examples, read_label_file, register_stats, seed_unit_records
 from training.taxonomy import load_taxonomy
 from training.text import clean
 
 SEED_FILE = Path("labels/seed_units.jsonl")
 AUTHORED = sorted(Path("labels/authored").glob("*.jsonl"))
+PAGES_DIR = Path("labels/pages")
+PAGES_FILE = Path("labels/authored/pages.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +36,18 @@ def test_seed_file_matches_the_splitter_exactly() -> None:
     expected = seed_unit_records("seeds")
     keys = ("doc", "unit", "start", "end", "text")
     assert [tuple(r[k] for k in keys) for r in labelled] == [tuple(r[k] for k in keys) for r in expected]
+
+
+def test_authored_pages_file_matches_the_splitter_exactly() -> None:
+    """Authored whole pages are labelled unit by unit, like the seeds: one record per unit of every page."""
+    labelled = [json.loads(line) for line in PAGES_FILE.read_text(encoding="utf-8").splitlines()]
+    expected = seed_unit_records(PAGES_DIR)
+    assert len({r["doc"] for r in expected}) >= 20
+    keys = ("doc", "unit", "start", "end", "text")
+    assert [tuple(r[k] for k in keys) for r in labelled] == [tuple(r[k] for k in keys) for r in expected]
+    for record in labelled:
+        assert record["id"] == f"au-page-{record['doc'][:3]}-{record['unit']:03d}"
+        assert record["source"] == "authored"
 
 
 def test_every_seed_unit_has_valid_labels(taxonomy) -> None:
@@ -118,6 +134,41 @@ def test_no_duplicates_between_authored_units_or_against_seeds(taxonomy) -> None
     for i, j, jaccard in near_duplicates(texts):
         if sources[i] == sources[j] == "seed":
             continue  # real pages repeat their own headline; that is the data, not a labelling mistake
+        on_page = str(PAGES_FILE) in examples[i].ref or str(PAGES_FILE) in examples[j].ref
+        if on_page and len(texts[i]) <= 12:
+            continue  # whole pages carry the short furniture every site has (相关新闻, 分享); sentences must stay unique
         kind = "exact duplicate" if texts[i] == texts[j] else f"near-duplicate (5-gram Jaccard {jaccard:.2f})"
         problems.append(f"{kind}: {examples[i].ref} ~ {examples[j].ref}: {texts[i][:40]}")
     assert not problems, "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def register(taxonomy):
+    return register_stats([str(SEED_FILE), *map(str, AUTHORED)], taxonomy)
+
+
+def test_authored_direction_units_are_written_at_the_length_of_real_sentences(register) -> None:
+    """Real pages name a direction inside long policy sentences; briefs teach 'topic word first'."""
+    lengths = [len(text) for _, text, labels in register["authored"] if labels != ("other",)]
+    assert np.median(lengths) >= 50, f"median length of authored direction units is {np.median(lengths):.0f}"
+
+
+def test_most_authored_units_are_other_as_on_real_pages(register) -> None:
+    units = register["authored"]
+    share = sum(labels == ("other",) for _, _, labels in units) / len(units)
+    assert share >= 0.5, f"only {share:.0%} of authored units are other"
+
+
+def test_authored_units_keep_traditional_script_but_little_hong_kong_or_taiwan(register) -> None:
+    from training.data import is_traditional
+
+    units = register["authored"]
+    traditional = sum(is_traditional(raw) for raw, _, _ in units) / len(units)
+    hk_tw = sum(is_hk_tw(text) for _, text, _ in units) / len(units)
+    assert traditional >= 0.25, f"only {traditional:.0%} of authored units are in traditional script"
+    assert hk_tw <= 0.10, f"{hk_tw:.0%} of authored units are about Hong Kong or Taiwan"
+
+
+def test_hong_kong_taiwan_markers() -> None:
+    assert is_hk_tw("香港科技园公司") and is_hk_tw("台湾地区") and is_hk_tw("新竹科学园区")
+    assert not is_hk_tw("工业互联网平台中接入设备") and not is_hk_tw("粤港澳大湾区")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,6 +232,95 @@ def counts_table(patterns: Iterable[str], taxonomy: Taxonomy) -> str:
     return "\n".join(rows)
 
 
+# Openings that mark a sentence as part of running news or policy prose rather than a
+# headline or a brief (the register table's "connective" column).
+CONNECTIVES = ("近年来", "近年來", "同时", "此外", "与此同时", "另外", "他们", "下一步", "为此", "围绕", "目前",
+               "据了解", "据介绍", "其中", "记者", "从而", "当前", "今年以来", "随着", "对此", "因此", "截至",
+               "此前", "未来", "在此基础上", "据悉", "一方面", "另一方面", "接下来", "总体来看")
+# Hong Kong / Taiwan markers, matched in cleaned (simplified) text. 台 names must not
+# follow a character that makes them part of another word (平台中, 舞台北).
+_HK_TW = re.compile(
+    r"香港|港府|特区政府|特首|立法会|九龙|新界|港元|港币|港交所|在港上市|数码港|港闻|医管局|澳门|两岸|"
+    r"(?<![平舞站柜灶阳讲吧后])台(?:湾|北|中|南|东|塑|积电)|高雄|新北市|桃园|新竹|基隆|宜兰|花莲|屏东|嘉义|彰化|"
+    r"苗栗|云林|南投|澎湖|金门|马祖|行政院|立法院|经济部|国科会|卫福部|工研院|中研院|新台币|鸿海|联发科|生技")
+# Where the raw pages of records with a `doc` field live (seed crawls, authored pages).
+PAGE_DIRS = ("seeds", "labels/pages")
+
+
+def is_traditional(raw: str) -> bool:
+    """True when OpenCC t2s changes the raw (uncleaned) text: it was written in traditional script."""
+    from training.text import _t2s
+
+    text = unicodedata.normalize("NFKC", raw)
+    return _t2s().convert(text) != text
+
+
+def is_hk_tw(text: str) -> bool:
+    return bool(_HK_TW.search(text))
+
+
+def _register_row(name: str, records: list[tuple[str, str, tuple[str, ...]]], other: str) -> str:
+    """records: (raw text, cleaned text, labels)."""
+    n = len(records)
+    if not n:
+        return f"| {name} | 0 |" + " |" * 9
+    lengths = np.array([len(c) for _, c, labels in records if labels != (other,)])
+    share = lambda k: f"{100 * k / n:.0f}%"  # noqa: E731
+    if lengths.size:
+        dir_cols = (f"{lengths.mean():.0f} / {np.median(lengths):.0f} / {np.percentile(lengths, 90):.0f}",
+                    f"{100 * (lengths > 60).mean():.0f}%")
+    else:
+        dir_cols = ("–", "–")
+    commas = sum(c.count(",") for _, c, _ in records) / n
+    connective = sum(c.startswith(CONNECTIVES) for _, c, _ in records)
+    n_other = sum(labels == (other,) for _, _, labels in records)
+    trad = sum(is_traditional(r) for r, _, _ in records)
+    hktw = sum(is_hk_tw(c) for _, c, _ in records)
+    return (f"| {name} | {n} | {lengths.size} | {dir_cols[0]} | {dir_cols[1]} | {commas:.1f} | {share(connective)} | "
+            f"{share(n_other)} | {share(trad)} | {share(hktw)} |")
+
+
+def _raw_text(record: dict) -> str:
+    """The unit as written: a page record's slice of its page (its `text` is already cleaned), else `text`."""
+    if "doc" in record and "start" in record:
+        for folder in PAGE_DIRS:
+            page = Path(folder) / f"{record['doc']}.txt"
+            if page.exists():
+                return page.read_text(encoding="utf-8")[record["start"]:record["end"]]
+    return record["text"]
+
+
+def register_stats(patterns: Iterable[str], taxonomy: Taxonomy) -> dict[str, list[tuple[str, str, tuple[str, ...]]]]:
+    """(raw text, cleaned text, labels) of every unit, grouped as `seed`, `authored` and each authored file."""
+    groups: dict[str, list] = {"seed": [], "authored": []}
+    files = [Path(m) for pattern in patterns for m in sorted(glob.glob(pattern))]
+    for path in dict.fromkeys(files):
+        raws = [_raw_text(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        examples = read_label_file(path, taxonomy)
+        for raw, ex in zip(raws, examples):
+            key = "seed" if ex.source == SEED_SOURCE else "authored" if ex.source == "authored" else str(path)
+            groups.setdefault(key, []).append((raw, ex.text, ex.labels))
+            if ex.source == "authored":
+                groups.setdefault(str(path), []).append((raw, ex.text, ex.labels))
+    return groups
+
+
+def register_table(patterns: Iterable[str], taxonomy: Taxonomy) -> str:
+    """Markdown table of how the text reads, per group: is authored text written like real pages?
+
+    Direction-unit length (mean / median / p90 characters, share over 60), commas per unit,
+    share of units opening with a connective, `other` share, share in traditional script
+    (OpenCC t2s changes the raw text) and share about Hong Kong or Taiwan.
+    """
+    rows = ["| units from | units | direction units | length mean / median / p90 | > 60 chars | commas per unit "
+            "| opens with connective | other | traditional | HK/TW |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, records in register_stats(patterns, taxonomy).items():
+        if records or name in ("seed", "authored"):
+            rows.append(_register_row(name, records, taxonomy.other))
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
@@ -238,12 +329,16 @@ def main(argv: list[str] | None = None) -> int:
     from training.taxonomy import load_taxonomy
 
     parser = argparse.ArgumentParser(prog="python -m training.data",
-                                     description="Validate the label files of a config and print units per label and file.")
+                                     description="Validate the label files of a config and print units per label and file, "
+                                                 "then how the text reads (length, commas, other share, script).")
     parser.add_argument("--config", default="configs/offline-small.yaml", help="config whose data.label_files to read")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config)
-        print(counts_table(cfg.data.label_files, load_taxonomy(cfg.data.taxonomy)))
+        taxonomy = load_taxonomy(cfg.data.taxonomy)
+        print(counts_table(cfg.data.label_files, taxonomy))
+        print()
+        print(register_table(cfg.data.label_files, taxonomy))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
