@@ -1,0 +1,535 @@
+"""A crawl report: one self-contained HTML page that shows what a scored crawl holds.
+
+    python -m serving.batch crawl/ -o scored/units.jsonl --model artifacts/offline-small
+    python -m serving.report scored/units.jsonl -o scored/report.html
+
+Reads the scorer's unit file and, when it is there, the page-summary file beside it
+(`units.pages.jsonl`). The page has no scripts and loads nothing at view time: charts
+are inline SVG. Sections: headline numbers, units and documents per direction, the
+share of noise, directions by source site (the url's host) and by month (a `date`
+field of the input when the scorer kept one, else the first full date printed on the
+page), and the pages richest in each direction with their strongest units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import re
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+NO_SITE = "(no url)"
+NO_DATE = "(no date)"
+DATE_FIELDS = ("date", "published", "published_at", "publish_date", "pub_date", "time")
+# Dates printed on a page: 2024-03-07, 2024/3/7, 2024.03.07, 2024年3月7日.
+_DATE = re.compile(r"(20\d{2}|19\d{2})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})")
+_DATE_CUE = re.compile(r"(发布|发表|时间|日期|更新)[^0-9]{0,8}")
+# One colour per direction, in taxonomy order; `other` is grey.
+PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#edc948", "#9c755f"]
+OTHER_COLOUR = "#bab0ac"
+
+
+class ScoredFileError(ValueError):
+    """The input is not what `python -m serving.batch` writes; the message says what it is instead."""
+
+
+@dataclass
+class Page:
+    doc_id: str
+    url: str | None = None
+    source: str = ""
+    date: str | None = None  # YYYY-MM-DD
+    date_from: str = ""  # "input" or "page text"
+    units: list[dict] = field(default_factory=list)
+
+    @property
+    def site(self) -> str:
+        if not self.url:
+            return NO_SITE
+        host = urlparse(self.url if "://" in self.url else "//" + self.url).hostname or NO_SITE
+        return host[4:] if host.startswith("www.") else host
+
+
+@dataclass
+class Crawl:
+    path: Path
+    pages: list[Page]
+    directions: list[str]
+    other: str
+    names: dict[str, str]  # label id -> Chinese name, when the taxonomy is at hand
+    model: str | None = None
+
+    @property
+    def units(self) -> list[dict]:
+        return [u for p in self.pages for u in p.units]
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def pages_file(units_path: Path) -> Path:
+    """The page-summary file the batch scorer writes beside its unit file."""
+    return units_path.with_name(units_path.stem + ".pages.jsonl")
+
+
+def _records(path: Path) -> list[tuple[int, dict]]:
+    out = []
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise ScoredFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise ScoredFileError(f"{path}:{number} is not JSON: pass the unit file (JSONL) that "
+                                      "python -m serving.batch wrote with -o") from None
+            out.append((number, record))
+    return out
+
+
+def _is_unit(record) -> bool:
+    return (isinstance(record, dict) and record.get("doc_id") is not None and isinstance(record.get("text"), str)
+            and isinstance(record.get("labels"), list) and isinstance(record.get("scores"), dict)
+            and all(isinstance(v, (int, float)) for v in record["scores"].values()))
+
+
+def _iso(year: str, month: str, day: str) -> str | None:
+    y, m, d = int(year), int(month), int(day)
+    if 1 <= m <= 12 and 1 <= d <= 31:
+        return f"{y:04d}-{m:02d}-{d:02d}"
+    return None
+
+
+def _date_of(value) -> str | None:
+    if not isinstance(value, str):
+        return None
+    match = _DATE.search(value)
+    return _iso(*match.groups()) if match else None
+
+
+def page_date(record: dict, units: list[dict]) -> tuple[str | None, str]:
+    """(YYYY-MM-DD, where it came from): a date field of the input, else the page's own printed date."""
+    for source in (record, units[0] if units else {}):
+        for key in DATE_FIELDS:
+            found = _date_of(source.get(key))
+            if found:
+                return found, "input"
+    texts = [u["text"] for u in units]
+    for text in texts:  # a date right after 发布时间 / 日期 … is the page's own
+        for match in _DATE.finditer(text):
+            before = text[max(0, match.start() - 12):match.start()]
+            if _DATE_CUE.search(before):
+                found = _iso(*match.groups())
+                if found:
+                    return found, "page text"
+    for text in texts:
+        found = _date_of(text)
+        if found:
+            return found, "page text"
+    return None, ""
+
+
+def _label_order(units: list[dict]) -> tuple[list[str], str]:
+    """Directions and the `other` label from the scores: the scorer writes directions first, `other` last."""
+    keys = list(units[0]["scores"])
+    other = keys[-1]
+    directions = keys[:-1]
+    for unit in units:
+        extra = [label for label in unit["labels"] if label not in keys]
+        if extra:
+            raise ScoredFileError(f"unit {unit.get('doc_id')}/{unit.get('index')} has labels {extra} that its "
+                                  "scores do not name: not python -m serving.batch output")
+    return directions, other
+
+
+def _names(labels: list[str]) -> dict[str, str]:
+    try:
+        from training.taxonomy import load_taxonomy
+
+        return {k: v for k, v in load_taxonomy().names.items() if k in labels}
+    except Exception:  # noqa: BLE001 - names are decoration; the report works without the taxonomy
+        return {}
+
+
+def load_scored(path: str | Path) -> Crawl:
+    """Read the scorer's unit file (and its page summaries when present)."""
+    path = Path(path)
+    if path.name.endswith(".pages.jsonl"):
+        raise ScoredFileError(f"{path} is the page-summary file; pass the unit file beside it "
+                              f"({path.name.removesuffix('.pages.jsonl')}.jsonl)")
+    records = _records(path)
+    if not records:
+        raise ScoredFileError(f"{path} holds no scored units: score a crawl first with python -m serving.batch")
+    for number, record in records:
+        if not _is_unit(record):
+            raise ScoredFileError(
+                f"{path}:{number} is not a unit record of python -m serving.batch (it needs doc_id, text, labels "
+                "and scores); pass the unit file the scorer wrote with -o")
+    units = [r for _, r in records]
+    directions, other = _label_order(units)
+
+    summaries: dict[str, dict] = {}
+    summary_path = pages_file(path)
+    if summary_path.is_file():
+        for _, record in _records(summary_path):
+            if isinstance(record, dict) and record.get("doc_id") is not None:
+                summaries[str(record["doc_id"])] = record
+
+    by_doc: dict[str, list[dict]] = defaultdict(list)
+    for unit in units:
+        by_doc[str(unit["doc_id"])].append(unit)
+    pages = []
+    for doc_id, doc_units in by_doc.items():  # first-seen order, as scored
+        doc_units.sort(key=lambda u: (u.get("index", 0) if isinstance(u.get("index"), int) else 0))
+        summary = summaries.get(doc_id, {})
+        url = summary.get("url") or doc_units[0].get("url")
+        date, date_from = page_date(summary, doc_units)
+        pages.append(Page(doc_id, str(url) if url else None, str(summary.get("source", "")), date, date_from,
+                          doc_units))
+    model = next((str(r[k]) for r in [*summaries.values(), units[0]] for k in ("model", "model_tag") if r.get(k)),
+                 None)
+    return Crawl(path, pages, directions, other, _names([*directions, other]), model)
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def dominant(page: Page, directions: list[str], other: str) -> list[str]:
+    """The page's dominant directions, by the same rule as the scorer's page summary."""
+    from serving.scoring import DOMINANT_SHARE
+
+    counts = Counter(label for u in page.units for label in u["labels"] if label != other)
+    on_topic = sum(1 for u in page.units if u["labels"] != [other])
+    ranked = sorted(counts, key=lambda d: (-counts[d], directions.index(d) if d in directions else 0))
+    top = [d for d in ranked if on_topic and counts[d] / on_topic >= DOMINANT_SHARE]
+    return top or ranked[:1]
+
+
+def statistics(crawl: Crawl, top_pages: int = 5, top_units: int = 3) -> dict:
+    """Every number the report shows, as plain data (tests read this)."""
+    directions, other = crawl.directions, crawl.other
+    units = crawl.units
+    noise = sum(1 for u in units if u["labels"] == [other])
+    per_direction = {}
+    for d in directions:
+        pages_with = [p for p in crawl.pages if any(d in u["labels"] for u in p.units)]
+        per_direction[d] = {
+            "units": sum(1 for u in units if d in u["labels"]),
+            "documents": len(pages_with),
+            "dominant_in": sum(1 for p in crawl.pages if d in dominant(p, directions, other)),
+        }
+    sites: dict[str, dict] = {}
+    months: dict[str, dict] = {}
+    for page in crawl.pages:
+        month = page.date[:7] if page.date else NO_DATE
+        for key, table in ((page.site, sites), (month, months)):
+            row = table.setdefault(key, {"documents": 0, "units": 0, "noise": 0, **{d: 0 for d in directions}})
+            row["documents"] += 1
+            row["units"] += len(page.units)
+            row["noise"] += sum(1 for u in page.units if u["labels"] == [other])
+            for u in page.units:
+                for label in u["labels"]:
+                    if label in directions:
+                        row[label] += 1
+    richest = {}
+    for d in directions:
+        ranked = sorted(
+            (p for p in crawl.pages if any(d in u["labels"] for u in p.units)),
+            key=lambda p: (-sum(d in u["labels"] for u in p.units),
+                           -sum(d in u["labels"] for u in p.units) / len(p.units), p.doc_id),
+        )[:top_pages]
+        richest[d] = [
+            {
+                "doc_id": p.doc_id, "url": p.url, "site": p.site, "date": p.date, "units": len(p.units),
+                "direction_units": sum(d in u["labels"] for u in p.units),
+                "strongest": [
+                    {"index": u.get("index"), "text": u["text"], "score": float(u["scores"].get(d, 0.0)),
+                     "labels": u["labels"]}
+                    for u in sorted((u for u in p.units if d in u["labels"]),
+                                    key=lambda u: -float(u["scores"].get(d, 0.0)))[:top_units]
+                ],
+            }
+            for p in ranked
+        ]
+    page_noise = [sum(1 for u in p.units if u["labels"] == [other]) / len(p.units) for p in crawl.pages]
+    return {
+        "documents": len(crawl.pages),
+        "units": len(units),
+        "noise_units": noise,
+        "noise_share": noise / len(units) if units else 0.0,
+        "multi_label_units": sum(1 for u in units if len(u["labels"]) > 1),
+        "per_direction": per_direction,
+        "sites": dict(sorted(sites.items(), key=lambda kv: (-kv[1]["units"], kv[0]))),
+        "months": dict(sorted(months.items(), key=lambda kv: (kv[0] == NO_DATE, kv[0]))),
+        "dated_documents": sum(1 for p in crawl.pages if p.date),
+        "dates_from_input": sum(1 for p in crawl.pages if p.date_from == "input"),
+        "page_noise_shares": page_noise,
+        "richest": richest,
+    }
+
+
+# ----------------------------------------------------------------------------- charts (inline SVG)
+
+
+def _esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def svg_bars(rows: list[tuple[str, float, str]], width: int = 560, unit: str = "") -> str:
+    """Horizontal bars: (label, value, colour)."""
+    bar_h, gap, left, right = 22, 8, 80, 50
+    height = len(rows) * (bar_h + gap) + gap
+    peak = max((v for _, v, _ in rows), default=0) or 1
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'viewBox="0 0 {width} {height}">']
+    for i, (label, value, colour) in enumerate(rows):
+        y = gap + i * (bar_h + gap)
+        w = (width - left - right) * value / peak
+        parts.append(f'<text x="{left - 8}" y="{y + bar_h * 0.7:.1f}" text-anchor="end" font-size="13">{_esc(label)}</text>'
+                     f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colour}"><title>{_esc(label)}: '
+                     f'{value:,g}{unit}</title></rect>'
+                     f'<text x="{left + w + 6:.1f}" y="{y + bar_h * 0.7:.1f}" font-size="12">{value:,g}{unit}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def svg_histogram(values: list[float], bins: int = 10, width: int = 560, height: int = 180) -> str:
+    """Pages by their share of noise units, in `bins` equal bins over 0-100%."""
+    counts = [0] * bins
+    for v in values:
+        counts[min(int(v * bins), bins - 1)] += 1
+    left, bottom, top = 36, 34, 10
+    plot_w, plot_h = width - left - 24, height - bottom - top
+    peak = max(counts) or 1
+    step = plot_w / bins
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'viewBox="0 0 {width} {height}">',
+             f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#666"/>']
+    for i, count in enumerate(counts):
+        h = plot_h * count / peak
+        x = left + i * step
+        parts.append(f'<rect x="{x + 2:.1f}" y="{top + plot_h - h:.1f}" width="{step - 4:.1f}" height="{h:.1f}" '
+                     f'fill="{OTHER_COLOUR}"><title>{i * 100 // bins}-{(i + 1) * 100 // bins}% noise: {count} pages'
+                     f'</title></rect>')
+        if count:
+            parts.append(f'<text x="{x + step / 2:.1f}" y="{top + plot_h - h - 3:.1f}" text-anchor="middle" '
+                         f'font-size="11">{count}</text>')
+    for i in range(0, bins + 1, 2):
+        parts.append(f'<text x="{left + i * step:.1f}" y="{top + plot_h + 14}" text-anchor="middle" '
+                     f'font-size="11">{i * 100 // bins}%</text>')
+    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle" font-size="12">'
+                 'share of a page\'s units that are noise / off-topic</text></svg>')
+    return "".join(parts)
+
+
+def svg_stacked_columns(columns: list[tuple[str, list[float]]], colours: list[str], width: int = 640,
+                        height: int = 220) -> str:
+    """One stacked column per period: the units of each direction."""
+    left, bottom, top = 40, 40, 10
+    plot_w, plot_h = width - left - 10, height - bottom - top
+    peak = max((sum(vals) for _, vals in columns), default=0) or 1
+    step = plot_w / max(len(columns), 1)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'viewBox="0 0 {width} {height}">',
+             f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#666"/>']
+    for i, (label, values) in enumerate(columns):
+        x = left + i * step + step * 0.15
+        y = top + plot_h
+        for value, colour in zip(values, colours):
+            h = plot_h * value / peak
+            if h > 0:
+                y -= h
+                parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{step * 0.7:.1f}" height="{h:.1f}" fill="{colour}"/>')
+        parts.append(f'<text x="{x + step * 0.35:.1f}" y="{top + plot_h + 14}" text-anchor="middle" font-size="11">'
+                     f'{_esc(label)}</text>')
+        parts.append(f'<text x="{x + step * 0.35:.1f}" y="{y - 3:.1f}" text-anchor="middle" font-size="11">'
+                     f'{sum(values):,g}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# ----------------------------------------------------------------------------- page
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","PingFang SC","Microsoft YaHei",sans-serif;
+margin:0 auto;max-width:1080px;padding:24px 28px;color:#222;line-height:1.45}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:32px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h3{font-size:16px;margin:22px 0 6px}.muted{color:#666;font-size:13px}
+.cards{display:flex;gap:14px;flex-wrap:wrap;margin:16px 0}.card{border:1px solid #ddd;border-radius:6px;padding:10px 16px;
+min-width:150px}.card b{display:block;font-size:26px}.card span{color:#555;font-size:13px}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}th,td{border-bottom:1px solid #e5e5e5;padding:4px 8px;
+text-align:right;vertical-align:top}th{background:#f6f6f6}td.l,th.l{text-align:left}
+.swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px}
+.row{display:flex;gap:28px;flex-wrap:wrap;align-items:flex-start}
+ol.units{margin:4px 0 10px;padding-left:22px;font-size:14px}ol.units li{margin:2px 0}
+.score{font-variant-numeric:tabular-nums;color:#333;background:#f1f1f1;border-radius:3px;padding:0 4px;font-size:12px}
+.page{margin:8px 0 14px}.page .head{font-size:13px}
+"""
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _label(crawl: Crawl, label: str) -> str:
+    zh = crawl.names.get(label)
+    return f"{zh} ({label})" if zh else label
+
+
+def _colour(crawl: Crawl, label: str) -> str:
+    return PALETTE[crawl.directions.index(label) % len(PALETTE)] if label in crawl.directions else OTHER_COLOUR
+
+
+def _breakdown_table(crawl: Crawl, rows: dict[str, dict], first: str, limit: int) -> str:
+    heads = "".join(f'<th title="{_esc(d)}"><span class="swatch" style="background:{_colour(crawl, d)}"></span>'
+                    f'{_esc(crawl.names.get(d, d))}</th>' for d in crawl.directions)
+    out = [f'<table><tr><th class="l">{_esc(first)}</th><th>documents</th><th>units</th><th>noise</th>{heads}</tr>']
+    shown = list(rows.items())[:limit]
+    for key, row in shown:
+        peak = max([row[d] for d in crawl.directions] + [1])
+        cells = "".join(
+            f'<td style="background:rgba(78,121,167,{0.45 * row[d] / peak:.2f})">{row[d]}</td>' for d in crawl.directions)
+        noise = row["noise"] / row["units"] if row["units"] else 0
+        out.append(f'<tr><td class="l">{_esc(key)}</td><td>{row["documents"]}</td><td>{row["units"]}</td>'
+                   f'<td>{_pct(noise)}</td>{cells}</tr>')
+    out.append("</table>")
+    if len(rows) > limit:
+        out.append(f'<p class="muted">… and {len(rows) - limit} more (largest {limit} shown).</p>')
+    return "".join(out)
+
+
+def render(crawl: Crawl, stats: dict, title: str | None = None, max_rows: int = 25) -> str:
+    title = title or f"Crawl report: {crawl.path.name}"
+    directions = crawl.directions
+    per = stats["per_direction"]
+    on_topic = stats["units"] - stats["noise_units"]
+    body = [f"<h1>{_esc(title)}</h1>",
+            f'<p class="muted">{_esc(crawl.path)} · generated {time.strftime("%Y-%m-%d %H:%M")}'
+            + (f" · model {_esc(crawl.model)}" if crawl.model else "") + "</p>",
+            '<div class="cards">',
+            f'<div class="card"><b data-stat="documents">{stats["documents"]:,}</b><span>documents</span></div>',
+            f'<div class="card"><b data-stat="units">{stats["units"]:,}</b><span>units (sentences, items, lines)</span></div>',
+            f'<div class="card"><b data-stat="on-topic">{on_topic:,}</b><span>units in at least one direction</span></div>',
+            f'<div class="card"><b data-stat="noise-share">{_pct(stats["noise_share"])}</b>'
+            f'<span>noise / off-topic ({_esc(crawl.other)})</span></div>',
+            "</div>"]
+
+    # Directions
+    rows = "".join(
+        f'<tr><td class="l"><span class="swatch" style="background:{_colour(crawl, d)}"></span>{_esc(_label(crawl, d))}'
+        f'</td><td data-direction="{_esc(d)}" data-stat="units">{per[d]["units"]}</td>'
+        f'<td>{_pct(per[d]["units"] / on_topic) if on_topic else "–"}</td>'
+        f'<td data-direction="{_esc(d)}" data-stat="documents">{per[d]["documents"]}</td><td>{per[d]["dominant_in"]}</td></tr>'
+        for d in directions)
+    body += ["<h2>Directions</h2>",
+             '<div class="row"><table><tr><th class="l">direction</th><th>units</th><th>share of on-topic units</th>'
+             f"<th>documents</th><th>dominant in</th></tr>{rows}"
+             f'<tr><td class="l"><span class="swatch" style="background:{OTHER_COLOUR}"></span>{_esc(_label(crawl, crawl.other))}'
+             f'</td><td data-direction="{_esc(crawl.other)}" data-stat="units">{stats["noise_units"]}</td><td></td><td></td><td></td></tr></table>',
+             svg_bars([(crawl.names.get(d, d), per[d]["units"], _colour(crawl, d)) for d in directions], width=340),
+             "</div>",
+             f'<p class="muted">A unit may carry several directions ({stats["multi_label_units"]} do), so direction counts '
+             "add up to more than the on-topic units. A document counts for a direction when at least one of its units "
+             "carries it; a direction is dominant in a page when it labels at least a quarter of the page's on-topic "
+             "units (or is its most frequent one).</p>"]
+
+    # Noise
+    body += ["<h2>Noise</h2>",
+             f'<p>{stats["noise_units"]:,} of {stats["units"]:,} units ({_pct(stats["noise_share"])}) are '
+             f"<code>{_esc(crawl.other)}</code>: page furniture (menus, dates, links, copyright lines) and text on no "
+             "direction. Pages by their share of such units:</p>",
+             svg_histogram(stats["page_noise_shares"])]
+
+    # Sites
+    body += ["<h2>By source site</h2>",
+             f'<p class="muted">Grouped by the host of each document\'s url; {len(stats["sites"])} '
+             f'site{"s" if len(stats["sites"]) != 1 else ""}. Cells count '
+             "units per direction, shaded within each row.</p>",
+             _breakdown_table(crawl, stats["sites"], "site", max_rows)]
+
+    # Dates
+    months = stats["months"]
+    body.append("<h2>By date</h2>")
+    if stats["dated_documents"]:
+        dated = [(m, row) for m, row in months.items() if m != NO_DATE]
+        origin = ("a date field of the input" if stats["dates_from_input"] == stats["dated_documents"]
+                  else "a date field of the input where there is one, else the first full date printed on the page "
+                       "(after 发布时间/日期 when marked)")
+        body.append(f'<p class="muted">{stats["dated_documents"]} of {stats["documents"]} documents dated, from {origin}; '
+                    "units per direction by month.</p>")
+        if len(dated) > 1:
+            body.append(svg_stacked_columns([(m, [row[d] for d in directions]) for m, row in dated[-24:]],
+                                            [_colour(crawl, d) for d in directions]))
+        body.append(_breakdown_table(crawl, months, "month", max_rows))
+    else:
+        body.append("<p>No document carries a date (no date field in the input, none printed on the pages).</p>")
+
+    # Richest pages
+    body.append("<h2>Pages richest in each direction</h2>"
+                '<p class="muted">Ranked by the number of units in the direction; under each page its strongest units '
+                "with the direction's probability.</p>")
+    for d in directions:
+        body.append(f'<h3><span class="swatch" style="background:{_colour(crawl, d)}"></span>{_esc(_label(crawl, d))}'
+                    f' — {per[d]["documents"]} documents</h3>')
+        if not stats["richest"][d]:
+            body.append('<p class="muted">No unit in this direction.</p>')
+            continue
+        for page in stats["richest"][d]:
+            where = " · ".join(_esc(x) for x in (page["site"], page["date"]) if x and x != NO_SITE)
+            link = (f'<a href="{_esc(page["url"])}">{_esc(page["doc_id"])}</a>' if page["url"]
+                    else f"<b>{_esc(page['doc_id'])}</b>")
+            items = "".join(
+                f'<li><span class="score">{u["score"]:.2f}</span> {_esc(u["text"])}'
+                + (f' <span class="muted">(also {_esc(", ".join(x for x in u["labels"] if x != d))})</span>'
+                   if len(u["labels"]) > 1 else "") + "</li>"
+                for u in page["strongest"])
+            body.append(f'<div class="page"><div class="head">{link} <span class="muted">{where}'
+                        f'{" · " if where else ""}{page["direction_units"]} of {page["units"]} units</span></div>'
+                        f'<ol class="units">{items}</ol></div>')
+    return ("<!DOCTYPE html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\">"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(scored: str | Path, out: str | Path, title: str | None = None, top_pages: int = 5) -> dict:
+    crawl = load_scored(scored)
+    stats = statistics(crawl, top_pages=top_pages)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(render(crawl, stats, title), encoding="utf-8")
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.report",
+        description="Write one self-contained HTML page (no scripts, no network) describing a crawl scored by "
+                    "python -m serving.batch.")
+    parser.add_argument("scored", type=Path, help="the unit JSONL written by python -m serving.batch -o")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="HTML file to write (default: SCORED with .html in place of .jsonl)")
+    parser.add_argument("--title", default=None, help="page title")
+    parser.add_argument("--top", type=int, default=5, help="pages listed per direction (default 5)")
+    args = parser.parse_args(argv)
+    out = args.output or args.scored.with_suffix(".html")
+    try:
+        stats = write_report(args.scored, out, args.title, args.top)
+    except ScoredFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{stats['documents']} documents, {stats['units']} units ({_pct(stats['noise_share'])} noise) -> {out}",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""The crawl report: numbers from a scored crawl, errors on other files, and a real headless browser opening it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving.report import load_scored, statistics, write_report
+
+CHROMIUM = os.environ.get("FIC_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+HOSTS = ["https://www.henan.example.cn/news/1.html", "https://gxy.example.com/a/2.html", "http://tibet.example.cn/3",
+         "https://www.henan.example.cn/news/4.html", None]
+
+
+def score_seed_crawl(artifact: Path, out_dir: Path) -> Path:
+    """The five seed pages as a JSONL crawl (with urls, one without), scored by the batch CLI."""
+    crawl = out_dir / "crawl.jsonl"
+    with crawl.open("w", encoding="utf-8") as handle:
+        for path, url in zip(sorted(Path("seeds").glob("*.txt")), HOSTS):
+            handle.write(json.dumps({"id": path.stem, "url": url, "text": path.read_text(encoding="utf-8")},
+                                    ensure_ascii=False) + "\n")
+    out = out_dir / "scored" / "units.jsonl"
+    result = subprocess.run([sys.executable, "-m", "serving.batch", str(crawl), "-o", str(out), "--model", str(artifact),
+                             "--precision", "fp32", "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_artifact, tmp_path_factory) -> Path:
+    return score_seed_crawl(tiny_artifact, tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture(scope="module")
+def report(scored) -> tuple[Path, dict]:
+    out = scored.parent / "report.html"
+    return out, write_report(scored, out)
+
+
+def test_numbers_match_the_scored_units(scored, report) -> None:
+    _, stats = report
+    units = [json.loads(line) for line in scored.read_text(encoding="utf-8").splitlines()]
+    other = list(units[0]["scores"])[-1]
+    assert stats["documents"] == 5
+    assert stats["units"] == len(units) == 238  # every unit of the seed pages
+    assert stats["noise_units"] == sum(u["labels"] == [other] for u in units)
+    for direction, row in stats["per_direction"].items():
+        assert row["units"] == sum(direction in u["labels"] for u in units)
+        assert row["documents"] == len({u["doc_id"] for u in units if direction in u["labels"]})
+    assert stats["sites"]["henan.example.cn"]["documents"] == 2  # www. dropped, two pages on one host
+    assert stats["sites"]["(no url)"]["documents"] == 1
+    assert sum(row["units"] for row in stats["sites"].values()) == 238
+    # Four of the five seed pages print their date (发布时间 2024-03-07 and so on).
+    assert stats["dated_documents"] >= 4 and "2024-03" in stats["months"]
+
+
+def test_page_date_prefers_a_marked_date() -> None:
+    from serving.report import page_date
+
+    units = [{"text": "相关新闻 2023年1月2日"}, {"text": "发布时间:2024-03-07 14:52:00来源: 河北日报"}]
+    assert page_date({}, units) == ("2024-03-07", "page text")
+    assert page_date({"date": "2025/6/1"}, units) == ("2025-06-01", "input")
+    assert page_date({}, [{"text": "无日期"}]) == (None, "")
+
+
+def test_not_scorer_output_is_one_clear_error(tmp_path, scored) -> None:
+    bad = tmp_path / "labels.jsonl"
+    bad.write_text('{"text": "a", "labels": ["other"]}\n', encoding="utf-8")
+    for path, fragment in [(bad, "is not a unit record of python -m serving.batch"),
+                           (Path("README.md"), "is not JSON"),
+                           (scored.with_name("units.pages.jsonl"), "is the page-summary file")]:
+        result = subprocess.run([sys.executable, "-m", "serving.report", str(path), "-o", str(tmp_path / "r.html")],
+                                capture_output=True, text=True)
+        assert result.returncode == 2
+        assert fragment in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_report_is_self_contained(report) -> None:
+    page = report[0].read_text(encoding="utf-8")
+    assert "<script" not in page
+    for needle in ("src=\"http", "href=\"//", "@import", "url(http"):
+        assert needle not in page
+    assert page.count("<svg") >= 3  # directions, noise histogram, months
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no chromium at {CHROMIUM}: apt-get install -y chromium "
+                                                         "(.ci/run installs it)")
+def test_report_opens_in_a_headless_browser(report, scored) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed: pip install -e '.[report]'")
+    path, stats = report
+    errors, requests = [], []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("request", lambda req: requests.append(req.url))
+        page.goto(path.resolve().as_uri(), wait_until="load")
+        stat = lambda key: page.locator(f".card [data-stat='{key}']").inner_text()  # noqa: E731
+        assert stat("documents") == "5"
+        assert stat("units") == f"{stats['units']:,}"
+        assert stat("noise-share") == f"{100 * stats['noise_share']:.1f}%"
+        for direction, row in stats["per_direction"].items():
+            cell = page.locator(f"td[data-direction='{direction}'][data-stat='units']")
+            assert cell.inner_text() == str(row["units"])
+        assert page.locator("svg").count() >= 3
+        assert page.locator("svg rect").first.bounding_box()["width"] > 0
+        text = page.inner_text("body")
+        assert "henan.example.cn" in text and "By date" in text and "2024-03" in text
+        browser.close()
+    assert errors == []
+    assert all(url.startswith("file://") for url in requests), requests  # nothing fetched at view time
+
