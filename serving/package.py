@@ -3,29 +3,53 @@
     python -m serving.package artifacts/offline-small
     python -m serving.package artifacts/bert-base-chinese --name future-industry-classifier
 
-The model keeps its labels, thresholds, preprocessing version and headline
-metrics as BentoML metadata, so `bentoml models get TAG` tells what it is
-without loading it.
+The model keeps its labels, thresholds, preprocessing version, headline
+metrics and scoring precision as BentoML metadata, so `bentoml models get TAG`
+tells what it is without loading it.
+
+Precision is decided here, once: `--precision auto` (default) keeps a choice already
+recorded in the artifact (precision.json), else times fp32/bf16/int8 on the artifact's
+calibration units and keeps the fastest that agrees with fp32 on >= 99% of label sets.
+The choice is written to the stored model's precision.json, which the service and the
+batch scorer read at every load (unless told otherwise), so restarts and resumes score
+with the same precision.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
 from pathlib import Path
 
-from training.predict import ArtifactError, read_artifact_meta
+from training.predict import (CALIBRATION_FILE, PRECISION_FILE, PRECISIONS, ArtifactError, Classifier,
+                              read_artifact_meta, record_precision, recorded_precision)
 
 DEFAULT_NAME = "future-industry-classifier"
 
 
-def package(artifact_dir: str | Path, name: str = DEFAULT_NAME) -> str:
-    """Copy the artifact into a new BentoML model version; returns the tag."""
+def decide_precision(source: Path, precision: str = "auto") -> dict:
+    """The precision record for a model: the requested one, the one already recorded, or one decided now."""
+    if precision != "auto":
+        return {"precision": precision, "decided_by": "python -m serving.package --precision"}
+    record = recorded_precision(source)
+    if record:
+        return record
+    classifier = Classifier.from_artifact(source, precision="fp32")
+    calibration_path = source / CALIBRATION_FILE
+    calibration = calibration_path.read_text(encoding="utf-8").splitlines() if calibration_path.is_file() else None
+    classifier.set_precision("auto", calibration)
+    return classifier.precision_report
+
+
+def package(artifact_dir: str | Path, name: str = DEFAULT_NAME, precision: str = "auto") -> str:
+    """Copy the artifact into a new BentoML model version, with its precision decided; returns the tag."""
     import bentoml
 
     source = Path(artifact_dir)
     meta = read_artifact_meta(source)
+    decided = decide_precision(source, precision)
     metadata = {
         "labels": meta["labels"],
         "directions": meta["directions"],
@@ -38,6 +62,7 @@ def package(artifact_dir: str | Path, name: str = DEFAULT_NAME) -> str:
         "metrics": meta["metrics"],
         "trained": meta["created"],
         "run_name": meta["name"],
+        "precision": decided["precision"],
     }
     with bentoml.models.create(
         name,
@@ -46,8 +71,10 @@ def package(artifact_dir: str | Path, name: str = DEFAULT_NAME) -> str:
     ) as model_ref:
         for item in source.iterdir():
             # Checkpoint folders left by an interrupted run are not part of the model.
-            if item.is_file():
+            if item.is_file() and item.name != PRECISION_FILE:
                 shutil.copy2(item, Path(model_ref.path) / item.name)
+        if not record_precision(model_ref.path, decided):
+            raise ArtifactError(f"could not write {PRECISION_FILE} into the model store at {model_ref.path}")
     return str(model_ref.tag)
 
 
@@ -59,9 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("artifact_dir", help="output folder of python -m training.train, e.g. artifacts/offline-small")
     parser.add_argument("--name", default=DEFAULT_NAME, help=f"model name in the store (default {DEFAULT_NAME})")
+    parser.add_argument("--precision", default="auto", choices=[p for p in PRECISIONS],
+                        help="scoring precision recorded with the model: auto (default) keeps the artifact's recorded "
+                             "choice or decides it now by timing; fp32 is exact")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        tag = package(args.artifact_dir, args.name)
+        tag = package(args.artifact_dir, args.name, args.precision)
     except ArtifactError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

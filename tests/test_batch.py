@@ -1,0 +1,170 @@
+"""Batch scorer reliability: every path gets one outcome, bounded work per document, precision decided once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving.batch import main
+from serving.sources import decode, iter_documents
+
+pytestmark = pytest.mark.slow
+
+
+def score(capsys, *args: str) -> tuple[int, str]:
+    code = main([*args, "--no-progress"])
+    return code, capsys.readouterr().err
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_decode_replaces_a_few_bad_bytes_but_detects_real_legacy_encodings() -> None:
+    text, warning = decode("发展氢能产业。".encode() + b"\xff" + "培育商业航天。".encode())
+    assert text == "发展氢能产业。\ufffd培育商业航天。" and "1 invalid byte sequence" in warning
+    assert decode("推动氢能产业发展。版权所有。".encode("gbk")) == ("推动氢能产业发展。版权所有。", None)
+    assert decode("發展低空經濟，培育商業航天。".encode("big5")) == ("發展低空經濟，培育商業航天。", None)
+
+
+def test_every_path_ends_scored_skipped_or_failed(tiny_artifact, tmp_path, capsys) -> None:
+    crawl, outside = tmp_path / "crawl", tmp_path / "outside"
+    (crawl / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.txt").write_text("发展量子科技。", encoding="utf-8")
+    (crawl / "good.txt").write_text("推动氢能产业发展。", encoding="utf-8")
+    (crawl / "empty.txt").write_bytes(b"")
+    (crawl / "blank.html").write_text("<html><script>x()</script></html>", encoding="utf-8")
+    (crawl / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    (crawl / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    (crawl / "badbyte.txt").write_bytes("建设智算中心。".encode() + b"\xfe" + "发展低空经济。".encode())
+    (crawl / "pages.jsonl").write_text(json.dumps({"id": "j1", "text": "培育商业航天。"}, ensure_ascii=False) + "\n"
+                                       + json.dumps({"id": "j2", "text": "  "}) + "\n{oops\n", encoding="utf-8")
+    (crawl / "sub" / "loop").symlink_to(crawl, target_is_directory=True)
+    (crawl / "sub" / "inside.txt").symlink_to(crawl / "good.txt")
+    (crawl / "escape.txt").symlink_to(outside / "secret.txt")
+    (crawl / "dangling.txt").symlink_to(tmp_path / "nowhere.txt")
+    out = tmp_path / "out" / "units.jsonl"
+
+    code, err = score(capsys, str(crawl), str(tmp_path / "missing.txt"), "-o", str(out), "--model", str(tiny_artifact),
+                      "--precision", "fp32")
+    assert code == 1, err  # failures (a missing input, a bad JSON line) make the exit status 1
+    pages = {p["doc_id"]: p for p in read_jsonl(out.with_name("units.pages.jsonl"))}
+    assert set(pages) == {"crawl/good.txt", "crawl/badbyte.txt", "j1", "crawl/sub/inside.txt"}
+    assert "U+FFFD" in pages["crawl/badbyte.txt"]["warnings"][0]
+    errors = read_jsonl(out.with_name("units.errors.jsonl"))
+    by_name = {Path(e["source"].split(":")[0]).name + (":" + e["source"].split(":")[1] if ":" in e["source"] else ""):
+               (e["status"], e["reason"]) for e in errors}
+    assert by_name["empty.txt"] == ("skipped", "empty")
+    assert by_name["blank.html"] == ("skipped", "empty: no visible text")
+    assert by_name["binary.txt"][0] == "skipped" and "binary" in by_name["binary.txt"][1]
+    assert by_name["photo.png"][0] == "skipped" and "unsupported file type '.png'" in by_name["photo.png"][1]
+    assert by_name["loop"] == ("skipped", "symlink loop")
+    assert by_name["escape.txt"][0] == "skipped" and "outside the input folders" in by_name["escape.txt"][1]
+    assert by_name["dangling.txt"] == ("skipped", "broken symlink")
+    assert by_name["missing.txt"] == ("failed", "no such file or folder")
+    assert by_name["pages.jsonl:2"] == ("skipped", "empty")
+    assert by_name["pages.jsonl:3"][0] == "failed" and "not valid JSON" in by_name["pages.jsonl:3"][1]
+    assert by_name["badbyte.txt"][0] == "scored"
+    # One outcome per path or line: 4 scored + 8 skipped + 2 failed.
+    assert "documents read 14, skipped 0 (already in output), failed 2, written 4; skipped with a reason 8; " \
+           "scored with a warning 1" in err
+
+    followed = tmp_path / "followed" / "units.jsonl"
+    score(capsys, str(crawl), "-o", str(followed), "--model", str(tiny_artifact), "--precision", "fp32",
+          "--follow-symlinks")
+    assert "crawl/escape.txt" in {p["doc_id"] for p in read_jsonl(followed.with_name("units.pages.jsonl"))}
+
+
+def test_work_per_document_is_bounded(tiny_artifact, tmp_path, capsys) -> None:
+    from training.predict import MAX_CHARS_PER_TOKEN, Classifier
+
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    (crawl / "many.txt").write_text("发展氢能产业。" * 300, encoding="utf-8")  # 300 units on one line
+    (crawl / "long.txt").write_text("氢" * 200_000, encoding="utf-8")  # one 200,000-character unit
+    out = tmp_path / "out" / "units.jsonl"
+    code, err = score(capsys, str(crawl), "-o", str(out), "--model", str(tiny_artifact), "--precision", "fp32",
+                      "--max-units-per-doc", "50")
+    assert code == 0, err
+    pages = {p["doc_id"]: p for p in read_jsonl(out.with_name("units.pages.jsonl"))}
+    assert pages["crawl/many.txt"]["units"] == 50
+    assert pages["crawl/many.txt"]["units_cap"] == {"kept": 50, "from_char": 50 * 7, "chars": 300 * 7}
+    assert "kept the first 50 units" in pages["crawl/many.txt"]["warnings"][0]
+    units = read_jsonl(out)
+    assert sum(u["doc_id"] == "crawl/many.txt" for u in units) == 50
+    assert [u["truncated"] for u in units if u["doc_id"] == "crawl/long.txt"] == [True]
+    assert "1 cut to the unit cap" in err
+    assert {e["doc_id"] for e in read_jsonl(out.with_name("units.errors.jsonl"))} == {"crawl/many.txt"}
+
+    # The tokenizer never sees more than max_length * MAX_CHARS_PER_TOKEN characters of one unit.
+    classifier = Classifier.from_artifact(tiny_artifact, precision="fp32")
+    seen = []
+    tokenizer = classifier.tokenizer
+
+    class Spy:
+        def __call__(self, texts, **kwargs):
+            seen.extend(len(t) for t in texts)
+            return tokenizer(texts, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+    classifier.tokenizer = Spy()
+    short, long = classifier.predict(["发展氢能。", "氢" * 1_000_000], already_clean=True)
+    assert max(seen) == classifier.max_length * MAX_CHARS_PER_TOKEN
+    assert long.truncated and not short.truncated
+
+
+def test_documents_are_streamed(tmp_path) -> None:
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    for i in range(3):
+        (crawl / f"{i}.txt").write_text(f"第{i}页。", encoding="utf-8")
+    stream = iter_documents([str(crawl)])
+    first = next(stream)  # nothing beyond the first document has been read yet
+    (crawl / "2.txt").write_text("改过了。", encoding="utf-8")
+    assert first.id == "crawl/0.txt" and [d.text for d in stream] == ["第1页。", "改过了。"]
+
+
+def test_precision_is_decided_once_and_a_resume_keeps_it(tiny_artifact, tmp_path, capsys) -> None:
+    from training.predict import PRECISION_FILE, Classifier
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_artifact, model, ignore=shutil.ignore_patterns(PRECISION_FILE, "checkpoints"))
+    crawl = Path("seeds")
+    out = tmp_path / "out" / "units.jsonl"
+    code, err = score(capsys, str(crawl), "-o", str(out), "--model", str(model))  # --precision auto (default)
+    assert code == 0, err
+    recorded = json.loads((model / PRECISION_FILE).read_text())["precision"]
+    assert json.loads(out.with_name("units.run.json").read_text())["precision"] == recorded
+    for _ in range(2):  # every later load uses the record, not a new timing race
+        again = Classifier.from_artifact(model)
+        assert (again.precision, again.precision_source) == (recorded, "recorded")
+    assert Classifier.from_artifact(model, precision="fp32").precision == "fp32"  # an explicit choice overrides
+
+    other = "fp32" if recorded != "fp32" else "int8"
+    lines_before = out.read_bytes()
+    code, err = score(capsys, str(crawl), "-o", str(out), "--model", str(model), "--precision", other)
+    assert code == 2
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("error: ") and f"precision {recorded!r}" in message and "resume with the same" in message
+    assert out.read_bytes() == lines_before
+    code, err = score(capsys, str(crawl), "-o", str(out), "--model", str(model))
+    assert code == 0 and "skipped 5 (already in output)" in err
+
+
+def test_package_records_the_precision(tiny_artifact, tmp_path) -> None:
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+    result = subprocess.run([sys.executable, "-m", "serving.package", str(tiny_artifact), "--name", "fic-precision",
+                             "--precision", "fp32"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    stored = next((tmp_path / "bentoml" / "models" / "fic-precision").glob("*/"))
+    assert json.loads((stored / "precision.json").read_text())["precision"] == "fp32"
+    assert "precision: fp32" in (stored / "model.yaml").read_text()
