@@ -5,8 +5,8 @@
 Endpoints
     POST /classify        {"texts": [...]}  -> one result per text, in order (adaptive batching)
     POST /classify_page   {"text": "<raw page>", "url": optional} -> units with spans and predictions + summary
-    GET  /metadata        model tag, labels, thresholds, preprocessing version, training metrics
-    GET  /livez, /readyz, /metrics  (BentoML's own)
+    GET  /metadata        model tag, labels, thresholds, preprocessing version, training metrics, limits
+    GET  /docs.json       the OpenAPI document; /livez, /readyz, /metrics are BentoML's own
 
 Settings come from the environment, read once at import:
     FIC_MODEL             model tag in the BentoML store (default future-industry-classifier:latest)
@@ -16,7 +16,9 @@ Settings come from the environment, read once at import:
     FIC_BATCHING          "off" turns adaptive batching off (for benchmarks)
     FIC_MAX_TEXTS         most texts in one /classify request (default 256)
     FIC_MAX_TEXT_CHARS    longest text accepted by /classify (default 2000 characters)
-    FIC_MAX_PAGE_CHARS    longest page accepted by /classify_page (default 500000 characters)
+    FIC_MAX_PAGE_CHARS    longest page accepted by /classify_page (default 200000 characters)
+    FIC_MAX_PAGE_UNITS    most units a page may split into (default 2000); more gets 413
+    FIC_MAX_BODY_BYTES    largest request body (default 8 MiB); more gets 413 before it is read
     FIC_THREADS           torch threads per worker (default: the CPU quota)
     FIC_PRECISION         fp32, bf16, fp16 (GPU), int8 (CPU) or auto (default): auto keeps the fastest
                           variant whose label sets agree with fp32 on >= 99% of held-out units
@@ -25,13 +27,25 @@ Length policy: a text longer than FIC_MAX_TEXT_CHARS is rejected (400) — send 
 pages to /classify_page, which splits them. A text within the limit but longer than
 the model's max_length tokens is scored on its first max_length tokens and flagged
 with "truncated": true.
+
+Work policy: one request must not hold the model for long. /classify requests are
+merged into batches of at most FIC_MAX_BATCH_SIZE texts; a page is scored in chunks of
+PAGE_CHUNK_UNITS units, and page chunks and /classify batches take turns on the model
+in arrival order (`ModelTurns`), so a /classify request waits for at most one chunk per
+page in flight (at most PAGES_IN_FLIGHT pages are scored at once).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
-from typing import Annotated, Optional
+import re
+import threading
+import unicodedata
+from typing import Annotated, Any, Optional, Sequence
 
+import attrs
 import bentoml
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.applications import Starlette
@@ -39,6 +53,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from serving.guards import EdgeGuard, RequestLimits, quiet_client_errors, refuse_new_connections_on_sigterm
 from training.text import PREPROCESSING_VERSION, clean
 
 MODEL_TAG = os.environ.get("FIC_MODEL", "future-industry-classifier:latest")
@@ -47,15 +62,64 @@ MAX_LATENCY_MS = int(os.environ.get("FIC_MAX_LATENCY_MS", "10000"))
 BATCHING = os.environ.get("FIC_BATCHING", "on").lower() not in {"off", "0", "false", "no"}
 MAX_TEXTS = int(os.environ.get("FIC_MAX_TEXTS", "256"))
 MAX_TEXT_CHARS = int(os.environ.get("FIC_MAX_TEXT_CHARS", "2000"))
-MAX_PAGE_CHARS = int(os.environ.get("FIC_MAX_PAGE_CHARS", "500000"))
+# 200,000 characters is several times a long news page; splitting one made of the shortest
+# possible sentences costs about a second of CPU on these machines (500,000 cost 2.4 s).
+MAX_PAGE_CHARS = int(os.environ.get("FIC_MAX_PAGE_CHARS", "200000"))
+# Units bound the model work and the reply: 2,000 units is about 30 s of a BERT-base model
+# in fp32 on two cores and at most ~1 MB of per-unit JSON plus the page's own text.
+MAX_PAGE_UNITS = int(os.environ.get("FIC_MAX_PAGE_UNITS", "2000"))
+# The largest valid request, 256 texts x 2,000 characters each sent as a JSON surrogate pair
+# (\ud83d\ude00, 12 bytes), is about 6.2 MB; anything larger cannot be a valid request.
+MAX_BODY_BYTES = int(os.environ.get("FIC_MAX_BODY_BYTES", str(8 * 1024 * 1024)))
 THREADS = int(os.environ["FIC_THREADS"]) if os.environ.get("FIC_THREADS") else None
 PRECISION = os.environ.get("FIC_PRECISION", "auto")
 
+PAGE_CHUNK_UNITS = 32  # a page's units per model call: short enough that /classify is not kept waiting
+PAGES_IN_FLIGHT = 2  # pages scored at once; more wait (without using the CPU) for a slot
+API_PATHS = ("/classify", "/classify_page")
+MAX_URL_CHARS = 4096
+
+quiet_client_errors()  # runs in the worker, which imports this module before serving
+
+
+@functools.lru_cache(maxsize=1)
+def kept_character_pattern() -> str:
+    """A regex class of the characters `clean` keeps in the Basic Multilingual Plane.
+
+    A text must contain one, or it is empty after cleaning (400): everything but
+    whitespace, control, format, private-use and the invisible characters `clean`
+    strips. Only BMP characters are listed: OpenAPI patterns are ECMAScript regexes,
+    which cannot name a character above U+FFFF the way Python does; so that the
+    document and the service agree, a text made only of such characters (emoji, CJK
+    extension B) is refused too — the model has nothing to read in it.
+    """
+    from training.text import _INVISIBLE
+
+    def kept(cp: int) -> bool:
+        ch = chr(cp)
+        return not (ch.isspace() or _INVISIBLE.match(ch) or unicodedata.category(ch) in {"Cc", "Cf", "Co", "Cs"})
+
+    ranges: list[tuple[int, int]] = []
+    for cp in range(0x10000):
+        if not kept(cp):
+            continue
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1] = (ranges[-1][0], cp)
+        else:
+            ranges.append((cp, cp))
+    return "[" + "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in ranges) + "]"
+
+
+_KEPT = re.compile(kept_character_pattern())
+
 
 def _cleaned_unit(text: str) -> str:
-    cleaned = clean(text)
+    # The first check is exactly the pattern the OpenAPI document states; the second is what
+    # the model needs. Characters above U+FFFF alone do not count: see kept_character_pattern.
+    cleaned = clean(text) if _KEPT.search(text) else ""
     if not cleaned:
-        raise ValueError("text is empty or only whitespace/invisible characters after cleaning; send real text")
+        raise ValueError("text is empty after cleaning (only whitespace, invisible, control or private-use "
+                         "characters, or only characters above U+FFFF); send real text")
     return cleaned
 
 
@@ -63,7 +127,7 @@ def _cleaned_unit(text: str) -> str:
 # request never fails the others in its batch. The model receives cleaned text.
 UnitText = Annotated[
     str,
-    Field(max_length=MAX_TEXT_CHARS, description=f"one unit of text, at most {MAX_TEXT_CHARS} characters"),
+    Field(min_length=1, max_length=MAX_TEXT_CHARS, description=f"one unit of text, at most {MAX_TEXT_CHARS} characters"),
     AfterValidator(_cleaned_unit),
 ]
 
@@ -95,11 +159,93 @@ class PageResult(BaseModel):
     summary: PageSummary
 
 
+class Limits(BaseModel):
+    max_texts: int
+    max_text_chars: int
+    max_page_chars: int
+    max_page_units: int
+    max_body_bytes: int
+
+
+class Metadata(BaseModel):
+    model: str
+    labels: list[str]
+    thresholds: dict[str, float]
+    preprocessing_version: str
+    max_length: int
+    base_model: Optional[str] = None
+    from_scratch: Optional[bool] = None
+    metrics: Optional[dict[str, Any]] = None
+    limits: Limits
+    batching: dict[str, Any]
+    threads: Optional[int] = None
+    precision: str
+
+
+def error(status: int, message: str) -> JSONResponse:
+    """An error reply shaped like BentoML's own ({"error": ...}); BentoML's InvalidArgument
+    reply is a one-element list instead, which matches no schema."""
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class ModelTurns:
+    """A first-come-first-served lock around model calls.
+
+    BentoML runs /classify batches on its own worker thread; page chunks run on others.
+    A plain lock lets whichever thread wakes first win, so a page could take chunk after
+    chunk while a /classify batch waits; tickets make them strictly alternate by arrival.
+    It also keeps the tokenizer from being used by two threads at once, which fast
+    tokenizers refuse ("Already borrowed").
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> None:
+        with self._cond:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._cond.wait_for(lambda: self._serving == ticket)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
+@attrs.frozen
+class LocalModel(bentoml.models.BentoModel):
+    """A model reference that must be in the local store: no BentoCloud lookup, a clear message when missing.
+
+    Without it, `bentoml serve` before `serving.package` ends with BentoML's
+    "failed to fetch from remote because No cloud context default found".
+    """
+
+    def _require_stored(self) -> None:
+        if self.stored is None:
+            home = os.environ.get("BENTOML_HOME", "~/bentoml")
+            raise bentoml.exceptions.NotFound(
+                f"model {self.tag} is not in the local BentoML store ({home}): run python -m serving.package "
+                "ARTIFACT first (ARTIFACT = the output folder of python -m training.train), or set FIC_MODEL "
+                "to a tag listed by bentoml models list"
+            )
+
+    def to_info(self, alias: str | None = None):  # noqa: ANN201 - BentoML's type
+        self._require_stored()
+        return super().to_info(alias)
+
+    def resolve(self, base_path=None):  # noqa: ANN001, ANN201 - BentoML's types
+        self._require_stored()
+        return super().resolve(base_path)
+
+
 async def _metadata(request: Request) -> JSONResponse:
     service = bentoml.get_current_service()
     if service is None:
-        return JSONResponse({"error": "service is starting"}, status_code=503)
-    return JSONResponse(service.metadata())
+        return error(503, "service is starting")
+    return JSONResponse(service.metadata().model_dump())
 
 
 # BentoML APIs are POST-only; a tiny Starlette app serves the read-only GET. BentoML mounts
@@ -114,7 +260,7 @@ metadata_app = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])]
     workers=1,
 )
 class FutureIndustryClassifier:
-    model_ref = bentoml.models.BentoModel(MODEL_TAG)
+    model_ref = LocalModel(MODEL_TAG)
 
     def __init__(self) -> None:
         from training.predict import Classifier
@@ -125,42 +271,162 @@ class FutureIndustryClassifier:
         self.tag = str(stored.tag)
         self.info = dict(stored.info.metadata)
         self.classifier = Classifier.from_artifact(stored.path, batch_size=MAX_BATCH_SIZE, precision=PRECISION)
+        self.turns = ModelTurns()
+        self.page_slots = asyncio.Semaphore(PAGES_IN_FLIGHT)
 
-    def metadata(self) -> dict:
+    @bentoml.on_startup
+    def _refuse_connections_after_sigterm(self) -> None:
+        from bentoml._internal.configuration.containers import BentoMLContainer
+
+        # Not under --development/--reload: there a worker is restarted alone, and closing
+        # the shared listening socket would leave its successor nothing to accept on.
+        if not BentoMLContainer.development_mode.get():
+            refuse_new_connections_on_sigterm()
+
+    def metadata(self) -> Metadata:
         c = self.classifier
-        return {
-            "model": self.tag,
-            "labels": c.labels,
-            "thresholds": dict(zip(c.directions, c.thresholds)),
-            "preprocessing_version": PREPROCESSING_VERSION,
-            "max_length": c.max_length,
-            "base_model": self.info.get("base_model"),
-            "from_scratch": self.info.get("from_scratch"),
-            "metrics": self.info.get("metrics"),
-            "limits": {"max_texts": MAX_TEXTS, "max_text_chars": MAX_TEXT_CHARS, "max_page_chars": MAX_PAGE_CHARS},
-            "batching": {"enabled": BATCHING, "max_batch_size": MAX_BATCH_SIZE, "max_latency_ms": MAX_LATENCY_MS},
-            "threads": self.threads,
-            "precision": c.precision,
-        }
+        return Metadata(
+            model=self.tag,
+            labels=c.labels,
+            thresholds=dict(zip(c.directions, c.thresholds)),
+            preprocessing_version=PREPROCESSING_VERSION,
+            max_length=c.max_length,
+            base_model=self.info.get("base_model"),
+            from_scratch=self.info.get("from_scratch"),
+            metrics=self.info.get("metrics"),
+            limits=Limits(max_texts=MAX_TEXTS, max_text_chars=MAX_TEXT_CHARS, max_page_chars=MAX_PAGE_CHARS,
+                          max_page_units=MAX_PAGE_UNITS, max_body_bytes=MAX_BODY_BYTES),
+            batching={"enabled": BATCHING, "max_batch_size": MAX_BATCH_SIZE, "max_latency_ms": MAX_LATENCY_MS},
+            threads=self.threads,
+            precision=c.precision,
+        )
+
+    def _predict(self, texts: Sequence[str]) -> list:
+        with self.turns:
+            return self.classifier.predict(texts, already_clean=True)
 
     @bentoml.api(batchable=BATCHING, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
     def classify(
         self, texts: Annotated[list[UnitText], Field(min_length=1, max_length=MAX_TEXTS)]
     ) -> list[UnitResult]:
         """Classify units of text. Concurrent requests are merged into one model call."""
-        predictions = self.classifier.predict(texts, already_clean=True)
-        return [UnitResult(**p.to_dict()) for p in predictions]
+        return [UnitResult(**p.to_dict()) for p in self._predict(texts)]
 
     @bentoml.api
-    def classify_page(
+    async def classify_page(
         self,
         text: Annotated[str, Field(min_length=1, max_length=MAX_PAGE_CHARS, description="raw crawled page text")],
-        url: Optional[str] = None,
-    ) -> PageResult:
+        url: Annotated[Optional[str], Field(max_length=MAX_URL_CHARS)] = None,
+    ) -> PageResult:  # or an error JSONResponse, which BentoML sends as it is
         """Split a raw page into units, classify each and summarise the page."""
-        from serving.scoring import score_pages
+        from serving.scoring import summarize, unit_records
+        from training.text import split_units
 
-        ((units, summary),) = score_pages(self.classifier, [text])
-        if not units:
-            raise bentoml.exceptions.InvalidArgument("the page holds no text units after cleaning (empty or punctuation only)")
-        return PageResult(url=url, units=[PageUnit(**u) for u in units], summary=PageSummary(**summary))
+        # A page with no units (only punctuation or invisible characters) is a page with
+        # nothing on it, not a malformed request: it gets units [] and a zero summary.
+        units = await asyncio.to_thread(split_units, text)
+        if len(units) > MAX_PAGE_UNITS:
+            return error(413, f"the page splits into {len(units)} units, more than FIC_MAX_PAGE_UNITS="
+                              f"{MAX_PAGE_UNITS}; send it in parts, or score large documents offline with "
+                              "python -m serving.batch")
+        predictions: list = []
+        async with self.page_slots:
+            for start in range(0, len(units), PAGE_CHUNK_UNITS):
+                chunk = [unit.text for unit in units[start:start + PAGE_CHUNK_UNITS]]
+                predictions += await asyncio.to_thread(self._predict, chunk)
+        c = self.classifier
+
+        def result() -> PageResult:  # thousands of models: built off the event loop, like the splitting
+            return PageResult(url=url, units=[PageUnit(**u) for u in unit_records(units, predictions)],
+                              summary=PageSummary(**summarize(predictions, c.labels, c.other)))
+
+        return await asyncio.to_thread(result)
+
+
+# ----------------------------------------------------------------------------- the OpenAPI document
+
+
+def _error_response(description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _mark_nullable(schema: Any) -> None:
+    """BentoML flattens Optional[str] to {"type": "string", "default": null}; say null is allowed."""
+    if isinstance(schema, dict):
+        for prop in (schema.get("properties") or {}).values():
+            if isinstance(prop, dict) and "default" in prop and prop["default"] is None and "type" in prop:
+                prop["nullable"] = True
+        for value in schema.values():
+            _mark_nullable(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _mark_nullable(value)
+
+
+def openapi_spec() -> dict:
+    """BentoML's document, corrected to match what the service does."""
+    spec = FutureIndustryClassifier.openapi_spec.asdict()
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = {
+        "type": "object", "required": ["error"],
+        "properties": {
+            "error": {"type": "string", "description": "what went wrong and what to do"},
+            "detail": {"type": "array", "items": {"type": "object"},
+                       "description": "validation errors: loc (where), msg (what), type"},
+        },
+    }
+    for name in ("InvalidArgument", "NotFound", "InternalServerError"):
+        schemas.pop(name, None)
+    schemas["Metadata"] = Metadata.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(schemas["Metadata"].pop("$defs", {}))
+    errors = {
+        "400": _error_response("Bad Request: the message and detail say which field and what to fix"),
+        "413": _error_response("Too Large: body over FIC_MAX_BODY_BYTES or a page over FIC_MAX_PAGE_UNITS units"),
+        "415": _error_response("Unsupported Media Type: send JSON"),
+        "429": _error_response("Too many requests in flight; retry after Retry-After seconds"),
+        "503": _error_response("Overloaded; retry after Retry-After seconds"),
+        "504": _error_response("The request took longer than the service timeout"),
+        "500": _error_response("Internal Server Error"),
+    }
+    for path in API_PATHS:
+        operation = spec["paths"][path]["post"]
+        ok = operation["responses"].get(200, operation["responses"].get("200"))  # BentoML keys by int
+        operation["responses"] = {"200": ok, **errors}
+        operation["requestBody"]["required"] = True  # a missing body is a 400, as for any missing field
+    texts = spec["paths"]["/classify"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    texts["properties"]["texts"]["items"]["pattern"] = kept_character_pattern()
+    page = spec["paths"]["/classify_page"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    page["properties"]["text"]["description"] += (f"; at most {MAX_PAGE_UNITS} units after splitting "
+                                                  "(more gets 413)")
+    spec["paths"]["/metadata"] = {"get": {
+        "tags": ["Service APIs"], "operationId": "FutureIndustryClassifier__metadata",
+        "description": "Model tag, labels, thresholds, preprocessing version, training metrics and limits.",
+        "responses": {"200": {"description": "Successful Response",
+                              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Metadata"}}}},
+                      "503": _error_response("The service is starting")},
+    }}
+    _mark_nullable(spec)
+    return spec
+
+
+# ----------------------------------------------------------------------------- wiring the guards
+
+FutureIndustryClassifier.add_asgi_middleware(RequestLimits, max_body_bytes=MAX_BODY_BYTES, paths=API_PATHS)
+
+
+class _GuardedService(type(FutureIndustryClassifier)):
+    """The same BentoML service whose ASGI app is wrapped in `EdgeGuard`.
+
+    Middleware added with `add_asgi_middleware` runs inside BentoML's metrics middleware,
+    which has already taken the raw path as a label by then; only a wrapper around the
+    whole app (built by `to_asgi`, which the worker calls) can turn unknown paths away first.
+    """
+
+    __slots__ = ()
+
+    def to_asgi(self, is_main: bool = True):  # noqa: ANN201 - an ASGI app
+        return EdgeGuard(super().to_asgi(is_main), spec=openapi_spec, api_paths=API_PATHS)
+
+
+FutureIndustryClassifier.__class__ = _GuardedService

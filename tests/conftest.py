@@ -38,3 +38,16 @@ def train_tiny(out: Path, *extra: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory) -> Path:
     return train_tiny(tmp_path_factory.mktemp("artifact") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def bento_home(tmp_path_factory) -> Path:
+    """A BentoML store of its own, shared by the serving tests."""
+    return tmp_path_factory.mktemp("bentoml")
+
+
+@pytest.fixture(scope="session")
+def model_tag(tiny_artifact, bento_home) -> str:
+    from tests.live import package_model
+
+    return package_model(tiny_artifact, bento_home)
