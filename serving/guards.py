@@ -287,6 +287,11 @@ def refuse_new_connections_on_sigterm() -> None:
     process sharing it: new connections are refused at once, in-flight requests finish.
     Call from the worker's main thread once the server runs (uvicorn's handler is then installed).
     """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        log.warning("not on the main thread: cannot watch SIGTERM; new connections will wait during shutdown")
+        return
     previous = signal.getsignal(signal.SIGTERM)
 
     def handler(signum: int, frame: Any) -> None:
