@@ -63,7 +63,8 @@ class Crawl:
     directions: list[str]
     other: str
     names: dict[str, str]  # label id -> Chinese name, when the taxonomy is at hand
-    model: str | None = None
+    model: str | None = None  # the model the scorer names in units.run.json, when it does
+    precision: str | None = None
 
     @property
     def units(self) -> list[dict]:
@@ -143,7 +144,16 @@ def _label_order(units: list[dict]) -> tuple[list[str], str]:
     """Directions and the `other` label from the scores: the scorer writes directions first, `other` last."""
     keys = list(units[0]["scores"])
     other = keys[-1]
-    directions = keys[:-1]
+    try:  # the taxonomy names `other`; without it, fall back on the scorer's order
+        from training.taxonomy import load_taxonomy
+
+        taxonomy = load_taxonomy()
+        if taxonomy.other in keys:
+            other = taxonomy.other
+            keys.sort(key=lambda k: taxonomy.all_labels.index(k) if k in taxonomy.all_labels else len(keys))
+    except Exception:  # noqa: BLE001
+        pass
+    directions = [k for k in keys if k != other]
     for unit in units:
         extra = [label for label in unit["labels"] if label not in keys]
         if extra:
@@ -196,9 +206,21 @@ def load_scored(path: str | Path) -> Crawl:
         date, date_from = page_date(summary, doc_units)
         pages.append(Page(doc_id, str(url) if url else None, str(summary.get("source", "")), date, date_from,
                           doc_units))
-    model = next((str(r[k]) for r in [*summaries.values(), units[0]] for k in ("model", "model_tag") if r.get(k)),
-                 None)
-    return Crawl(path, pages, directions, other, _names([*directions, other]), model)
+    run = _run_info(path)
+    model = run.get("model") or next(
+        (str(r[k]) for r in [*summaries.values(), units[0]] for k in ("model", "model_tag") if r.get(k)), None)
+    return Crawl(path, pages, directions, other, _names([*directions, other]), model and str(model),
+                 run.get("precision"))
+
+
+def _run_info(units_path: Path) -> dict:
+    """The scorer's `<stem>.run.json` (model, precision), when it wrote one."""
+    run_path = units_path.with_name(units_path.stem + ".run.json")
+    try:
+        run = json.loads(run_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return run if isinstance(run, dict) else {}
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -415,7 +437,8 @@ def render(crawl: Crawl, stats: dict, title: str | None = None, max_rows: int = 
     on_topic = stats["units"] - stats["noise_units"]
     body = [f"<h1>{_esc(title)}</h1>",
             f'<p class="muted">{_esc(crawl.path)} · generated {time.strftime("%Y-%m-%d %H:%M")}'
-            + (f" · model {_esc(crawl.model)}" if crawl.model else "") + "</p>",
+            + (f" · model {_esc(crawl.model)}" if crawl.model else "")
+            + (f" ({_esc(crawl.precision)})" if crawl.precision else "") + "</p>",
             '<div class="cards">',
             f'<div class="card"><b data-stat="documents">{stats["documents"]:,}</b><span>documents</span></div>',
             f'<div class="card"><b data-stat="units">{stats["units"]:,}</b><span>units (sentences, items, lines)</span></div>',

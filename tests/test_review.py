@@ -198,3 +198,12 @@ def test_plain_confident_learning_without_cleanlab(monkeypatch) -> None:
     flagged, quality, method = label_issues(given, probs)
     assert "cleanlab not installed" in method
     assert flagged[5] and int(np.argmin(quality)) == 5 and flagged.sum() <= 3
+
+
+def test_export_takes_the_model_from_the_scorer_run_file(scored, tiny_artifact, tmp_path) -> None:
+    if not scored.with_name("units.run.json").is_file():
+        pytest.skip("this serving.batch writes no units.run.json")
+    out = tmp_path / "r.json"
+    assert main(["export", str(scored), "-n", "3", "-o", str(out), "--keep-labelled"]) == 0
+    tasks = json.loads(out.read_text(encoding="utf-8"))
+    assert {t["predictions"][0]["model_version"] for t in tasks} == {str(tiny_artifact)}

@@ -413,7 +413,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if any(d not in units[0]["scores"] for d in directions):
         raise ReviewError(f"{args.scored} was scored with labels {list(units[0]['scores'])}, not those of "
                           f"{args.taxonomy}")
-    model = args.model or recorded
+    model = args.model or recorded  # python -m serving.batch names its model in units.run.json
     if model:
         thresholds, model_version = model_thresholds(model)
         check_thresholds(units, thresholds, taxonomy.other, model_version)
@@ -727,8 +727,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     exp.add_argument("-n", type=int, default=200, help="how many units (default 200)")
     exp.add_argument("-o", "--output", type=Path, required=True, help="Label Studio task file to write (.json)")
     exp.add_argument("--model", default=None,
-                     help="artifact folder or BentoML tag the crawl was scored with, for its thresholds "
-                          "(default: inferred from the scored labels)")
+                     help="artifact folder or BentoML tag the crawl was scored with, for its thresholds (default: the "
+                          "model named in the scorer's units.run.json, else thresholds inferred from the scored labels)")
     exp.add_argument("--keep-labelled", action="store_true",
                      help="also propose units whose text already has labels (default: skip them)")
 
