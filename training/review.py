@@ -641,10 +641,10 @@ def label_issues(given: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.n
     full_probs = np.hstack([probs, 1.0 - probs.max(axis=1, keepdims=True)])
     labels = [list(np.flatnonzero(row)) for row in full_given]
     try:
-        from cleanlab.filter import find_label_issues
         from cleanlab.multilabel_classification import get_label_quality_scores
+        from cleanlab.multilabel_classification.filter import find_label_issues
 
-        flagged = find_label_issues(labels=labels, pred_probs=full_probs, multi_label=True)
+        flagged = find_label_issues(labels=labels, pred_probs=full_probs)
         quality = get_label_quality_scores(labels, full_probs)
         return np.asarray(flagged, dtype=bool), np.asarray(quality), "cleanlab 2 confident learning (multi-label)"
     except ImportError:
