@@ -37,6 +37,8 @@ from training.text import Unit
 DOCS_PER_BATCH = 32
 # CPU share of one read or split task: small, so they run beside actors that hold most CPUs.
 TASK_CPUS = 0.25
+# Ray Data block size target (its default is 128 MiB): a few dozen pages per block.
+BLOCK_BYTES = 128 * 1024
 
 
 def _read_rows(row: dict, done: frozenset) -> list[dict]:
@@ -129,6 +131,8 @@ def run(model_path: Path, precision: str, inputs: list[str], tally: Tally, done:
         ctx.execution_options.preserve_order = True
         ctx.enable_progress_bars = progress
         ctx.print_on_execution_start = progress
+        # Small blocks, so the documents of one big .jsonl reach every actor rather than one.
+        ctx.target_max_block_size = BLOCK_BYTES
         resources = actor_resources(actors)
         threads = resources.pop("threads")
         done_frozen = frozenset(done)

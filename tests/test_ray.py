@@ -92,7 +92,7 @@ def test_ray_engine_matches_in_process_and_skips_bad_files(ray_address, tiny_art
 def test_killed_ray_run_resumes_to_the_clean_output(ray_address, tiny_artifact, tmp_path) -> None:
     crawl = tmp_path / "crawl.jsonl"
     with crawl.open("w", encoding="utf-8") as handle:
-        for page in generated_pages(400):
+        for page in generated_pages(240):
             handle.write(json.dumps(page, ensure_ascii=False) + "\n")
     clean = tmp_path / "clean" / "units.jsonl"
     run([str(crawl)], clean, str(tiny_artifact), precision="fp32")
@@ -111,12 +111,12 @@ def test_killed_ray_run_resumes_to_the_clean_output(ray_address, tiny_artifact, 
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     finished = len(summaries.read_bytes().splitlines()) if summaries.exists() else 0
-    assert 10 <= finished < 400, f"the run was not interrupted part-way ({finished}):\n{log.read_text()[-2000:]}"
+    assert 10 <= finished < 240, f"the run was not interrupted part-way ({finished}):\n{log.read_text()[-2000:]}"
 
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"skipped {finished} (already in output)" in result.stderr
-    assert f"written {400 - finished};" in result.stderr
+    assert f"written {240 - finished};" in result.stderr
     assert_same_output(clean, out)
 
 
