@@ -25,7 +25,7 @@ import pytest
 from tests.live import SERVICE, LiveServer, free_port, serve_env, start_server
 
 BODY_LIMIT = 8 * 1024 * 1024  # the default: schemathesis sends spec-valid bodies up to several MB
-PAGE_UNITS = 6000  # the tiny model needs a page this long to stay busy for a few seconds
+PAGE_UNITS = 12000  # the tiny model needs a page this long to stay busy for seconds, even on an idle machine
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +86,10 @@ def test_a_long_page_does_not_starve_classify(live) -> None:
             time.sleep(0.1)
     thread.join()
     assert page_reply["status"] == 200 and page_reply["units"] == PAGE_UNITS, page_reply
-    # Before: the page held the model for its whole duration and /classify waited for all of it.
+    # Before: the page held the model for its whole duration and /classify waited for all of it
+    # (one /classify answered, after 3.9 s of a 4.3 s page). Now each waits about one chunk.
     assert len(latencies) >= 3, (page_reply, latencies)
-    assert max(latencies) < max(1.5, page_reply["seconds"] / 3), (page_reply, latencies)
+    assert max(latencies) < max(1.0, page_reply["seconds"] / 3), (page_reply, latencies)
 
 
 @pytest.mark.slow
