@@ -27,14 +27,15 @@ import argparse
 import asyncio
 import os
 import random
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import DEFAULT_ARTIFACT, RESULTS_DIR, ROOT, benchmark_units, format_table, header, positive_int, \
-    require_artifact, write_results
+from bench.common import (DEFAULT_ARTIFACT, RESULTS_DIR, ROOT, benchmark_units, format_table, header, positive_int,
+                          require_artifact, write_results)
 from bench.serving import HOST, free_port, package_model, stop, wait_ready
 
 SEEDS = sorted((ROOT / "seeds").glob("*.txt"))
@@ -141,8 +142,6 @@ def main(argv: list[str] | None = None) -> int:
         log_path = Path(tmp) / "serve.log"
         env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True", "FIC_MODEL": tag,
                "FIC_PRECISION": args.precision}
-        import subprocess
-
         with log_path.open("w") as log:
             proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:FutureIndustryClassifier",
                                      "--host", HOST, "--port", str(port)], cwd=ROOT, env=env, stdout=log,

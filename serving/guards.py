@@ -58,7 +58,7 @@ def header(headers: Iterable[tuple[bytes, bytes]], wanted: bytes) -> bytes | Non
     return None
 
 
-async def send_json(send: Send, status: int, payload: dict, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def send_json(send: Send, status: int, payload: dict, extra_headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
     await send({
         "type": "http.response.start",
