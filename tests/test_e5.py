@@ -28,7 +28,7 @@ def parity_texts() -> list[str]:
     texts = []
     for path in ["labels/seed_units.jsonl", *sorted(Path("labels/authored").glob("future_*.jsonl"))]:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
-        texts += [json.loads(line)["text"] for line in lines[::4]]
+        texts += [json.loads(line)["text"] for line in lines[::3]]
     raw = Path("seeds/001_c370f3aba9b43165.txt").read_text(encoding="utf-8").splitlines()  # uncleaned, glosses
     return texts + raw + [
         "", "   ", "產(chǎn)業(yè)發展", "人形機(jī)器人", "😀🚀 AI 大模型 GPT-4o 6G 5.5G", "Ｆｕｌｌｗｉｄｔｈ ～ ①② ㈱",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -54,6 +55,16 @@ def resolve_precision(requested: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def _training_only_progress():
+    from transformers.trainer_callback import ProgressCallback
+
+    class TrainingOnlyProgress(ProgressCallback):
+        def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+            pass
+
+    return ProgressCallback, TrainingOnlyProgress
 
 
 def make_optimizer(model, cfg: Config):
@@ -127,10 +138,12 @@ def rank_samples_callback():
     return RankSamples()
 
 
-def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path) -> FitResult:
+def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress: bool = True) -> FitResult:
     """Train one model on splits.train, early-stop and tune thresholds on splits.val."""
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+
+    ProgressCallback, TrainingOnlyProgress = _training_only_progress()
 
     set_seed(cfg.seed)
     model, tokenizer = build_model(cfg.model, taxonomy, [ex.text for ex in splits.train], cfg.data.max_length)
@@ -174,6 +187,7 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path) -> FitRe
         use_cpu=not torch.cuda.is_available(),
         report_to="none",
         dataloader_num_workers=0,
+        disable_tqdm=not progress,
     )
     trainer = Trainer(
         model=model,
@@ -188,6 +202,10 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path) -> FitRe
         optimizers=(make_optimizer(model, cfg), None),
         compute_loss_func=weighted_bce(cfg.train.pos_weight) if cfg.train.pos_weight != 1 else None,
     )
+    # One bar for training; the per-epoch evaluation bar only adds noise between epochs.
+    trainer.remove_callback(ProgressCallback)
+    if not args.disable_tqdm:
+        trainer.add_callback(TrainingOnlyProgress())
     log.info("training on %s with %s precision", "GPU" if torch.cuda.is_available() else "CPU", precision)
     started = time.perf_counter()
     trainer.train()
@@ -213,17 +231,18 @@ def frozen_encoder(cfg: Config) -> FrozenEncoder | None:
                          batch_size=cfg.train.eval_batch_size)
 
 
-def score_all(fitted: FitResult, splits: Splits, taxonomy: Taxonomy, seed: int,
+def score_all(fitted: FitResult | None, splits: Splits, taxonomy: Taxonomy, seed: int,
               encoder: FrozenEncoder | None = None) -> tuple[dict, dict]:
-    """Test-set metrics for the model and the baselines; also their predicted label matrices."""
+    """Test-set metrics for the model (unless None) and the baselines; also their predicted label matrices."""
     texts = [ex.text for ex in splits.test]
     y_true = multi_hot(splits.test, taxonomy)
-    clf = fitted.classifier
-    preds = {
-        MODEL: label_matrix(decide(clf.probabilities(texts), clf.directions, clf.thresholds, clf.other), clf.directions),
-        TFIDF: TfidfBaseline(seed=seed).fit(splits.train, splits.val, taxonomy).predict(texts),
-        RULES: cue_rules(texts, taxonomy),
-    }
+    preds = {}
+    if fitted is not None:
+        clf = fitted.classifier
+        preds[MODEL] = label_matrix(decide(clf.probabilities(texts), clf.directions, clf.thresholds, clf.other),
+                                    clf.directions)
+    preds[TFIDF] = TfidfBaseline(seed=seed).fit(splits.train, splits.val, taxonomy).predict(texts)
+    preds[RULES] = cue_rules(texts, taxonomy)
     if encoder is not None:
         preds[FROZEN] = FrozenFeatureBaseline(encoder, seed=seed).fit(splits.train, splits.val, taxonomy).predict(texts)
     return {name: metrics(y_true, y, taxonomy) for name, y in preds.items()}, preds
@@ -343,7 +362,7 @@ Reproduce: `python -m training.train --config {cfg.resolved_output_dir}/config.y
 """
 
 
-def run_single(cfg: Config) -> Path:
+def run_single(cfg: Config, progress: bool = True) -> Path:
     taxonomy = load_taxonomy(cfg.data.taxonomy)
     examples = load_examples(cfg.data.label_files, taxonomy)
     log_data(examples, taxonomy)
@@ -352,7 +371,7 @@ def run_single(cfg: Config) -> Path:
                          cfg.data.authored_val_fraction, cfg.seed)
     log.info("splits:\n%s", splits.describe(taxonomy))
     out = cfg.resolved_output_dir
-    fitted = fit(cfg, splits, taxonomy, out / "checkpoints")
+    fitted = fit(cfg, splits, taxonomy, out / "checkpoints", progress)
     if not is_main_process():  # torchrun: every rank trained its shard; rank 0 writes the one artifact
         return out
     results, preds = score_all(fitted, splits, taxonomy, cfg.seed, frozen_encoder(cfg))
@@ -362,7 +381,8 @@ def run_single(cfg: Config) -> Path:
     return out
 
 
-def run_cv(cfg: Config, k: int, real_only_arm: bool = True) -> Path:
+def run_cv(cfg: Config, k: int, real_only_arm: bool = True, baselines_only: bool = False,
+           progress: bool = True) -> Path:
     """K folds over the real units; each arm trains on the other folds (plus authored units in the first arm)."""
     taxonomy = load_taxonomy(cfg.data.taxonomy)
     examples = load_examples(cfg.data.label_files, taxonomy)
@@ -382,13 +402,13 @@ def run_cv(cfg: Config, k: int, real_only_arm: bool = True) -> Path:
             log.info("[%s] fold %d/%d: %d test units", arm, i + 1, k, len(test_idx))
             splits = make_splits(real, extra, taxonomy, test_idx, cfg.data.val_fraction, 1 / k,
                                  cfg.data.authored_val_fraction, cfg.seed + i)
-            fitted = fit(cfg, splits, taxonomy, out / "checkpoints")
+            fitted = None if baselines_only else fit(cfg, splits, taxonomy, out / "checkpoints", progress)
             results, preds = score_all(fitted, splits, taxonomy, cfg.seed + i, encoder)
             fold_results[arm].append(results)
             # Written after every fold so an interrupted CV keeps what it measured.
             (out / "metrics.json").write_text(json.dumps({"k": k, "folds": fold_results}, indent=2), encoding="utf-8")
             pooled[arm] = [np.vstack([pooled[arm][0], multi_hot(splits.test, taxonomy)]),
-                           np.vstack([pooled[arm][1], preds[MODEL]])]
+                           np.vstack([pooled[arm][1], preds[MODEL if MODEL in preds else TFIDF]])]
             log.info("[%s] fold %d macro F1: %s", arm, i + 1,
                      ", ".join(f"{name} {r['macro_f1']:.3f}" for name, r in results.items()))
     main_arm = next(iter(arms))
@@ -421,7 +441,7 @@ def cv_report(cfg: Config, taxonomy: Taxonomy, k: int, real: list[Example], auth
     if len(fold_results) == 2:
         with_authored, real_only = list(fold_results)
         lines = []
-        for system in (MODEL, TFIDF):
+        for system in [s for s in (MODEL, TFIDF) if s in systems]:
             a = np.mean([f[system]["macro_f1"] for f in fold_results[with_authored]])
             b = np.mean([f[system]["macro_f1"] for f in fold_results[real_only]])
             lines.append(f"- {system}: {b:.3f} → {a:.3f} ({a - b:+.3f})")
@@ -438,7 +458,7 @@ scored on its held-out real units. Model `{cfg.model.name_or_path}`, seed {cfg.s
 
 {chr(10).join(rows)}
 {gain}
-{verdict(means, MODEL)} (means over folds, "{main_arm}" arm)
+{verdict(means, MODEL) if MODEL in means else "Baselines only (--baselines-only): no model was trained."} (means over folds, "{main_arm}" arm)
 
 The cue rules need no training, so both arms show the same numbers for them. Their cue list
 (`labels/taxonomy.yaml`) was written by people who had read the seed pages, so on seed units
@@ -474,6 +494,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run K-fold cross-validation on the real units instead of one train/test run")
     parser.add_argument("--no-real-only", action="store_true",
                         help="with --cv: skip the second arm that trains on real units only (halves the time)")
+    parser.add_argument("--baselines-only", action="store_true",
+                        help="with --cv: score only the baselines (TF-IDF, cue rules, frozen encoder) on the same folds, "
+                             "in minutes, without fine-tuning")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
     return parser.parse_args(argv)
 
@@ -483,13 +507,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
+        import datasets
         import transformers
 
         transformers.logging.set_verbosity_warning()
+        # Loading and saving weights draw a bar per shard every epoch; the training bar says enough.
+        transformers.utils.logging.disable_progress_bar()
+        progress = not (args.quiet or args.no_progress)
+        if not progress:
+            datasets.disable_progress_bars()
+
         cfg = load_config(args.config, args.overrides)
         if args.cv and args.cv < 2:
             raise ConfigError("--cv needs K >= 2 folds")
-        run_cv(cfg, args.cv, real_only_arm=not args.no_real_only) if args.cv else run_single(cfg)
+        if args.baselines_only and not args.cv:
+            raise ConfigError("--baselines-only goes with --cv K")
+        if args.cv:
+            run_cv(cfg, args.cv, real_only_arm=not args.no_real_only, baselines_only=args.baselines_only,
+                   progress=progress)
+        else:
+            run_single(cfg, progress)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
