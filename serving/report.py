@@ -140,19 +140,26 @@ def page_date(record: dict, units: list[dict]) -> tuple[str | None, str]:
     return None, ""
 
 
+def _taxonomy():
+    """labels/taxonomy.yaml from the working directory, else beside this package; None when neither loads."""
+    from training.taxonomy import load_taxonomy
+
+    for path in (Path("labels/taxonomy.yaml"), Path(__file__).resolve().parent.parent / "labels" / "taxonomy.yaml"):
+        try:
+            return load_taxonomy(path)
+        except Exception:  # noqa: BLE001 - names are decoration; the report works without the taxonomy
+            continue
+    return None
+
+
 def _label_order(units: list[dict]) -> tuple[list[str], str]:
     """Directions and the `other` label from the scores: the scorer writes directions first, `other` last."""
     keys = list(units[0]["scores"])
     other = keys[-1]
-    try:  # the taxonomy names `other`; without it, fall back on the scorer's order
-        from training.taxonomy import load_taxonomy
-
-        taxonomy = load_taxonomy()
-        if taxonomy.other in keys:
-            other = taxonomy.other
-            keys.sort(key=lambda k: taxonomy.all_labels.index(k) if k in taxonomy.all_labels else len(keys))
-    except Exception:  # noqa: BLE001
-        pass
+    taxonomy = _taxonomy()  # it names `other`; without it, fall back on the scorer's order
+    if taxonomy is not None and taxonomy.other in keys:
+        other = taxonomy.other
+        keys.sort(key=lambda k: taxonomy.all_labels.index(k) if k in taxonomy.all_labels else len(keys))
     directions = [k for k in keys if k != other]
     for unit in units:
         extra = [label for label in unit["labels"] if label not in keys]
@@ -163,12 +170,8 @@ def _label_order(units: list[dict]) -> tuple[list[str], str]:
 
 
 def _names(labels: list[str]) -> dict[str, str]:
-    try:
-        from training.taxonomy import load_taxonomy
-
-        return {k: v for k, v in load_taxonomy().names.items() if k in labels}
-    except Exception:  # noqa: BLE001 - names are decoration; the report works without the taxonomy
-        return {}
+    taxonomy = _taxonomy()
+    return {k: v for k, v in taxonomy.names.items() if k in labels} if taxonomy is not None else {}
 
 
 def load_scored(path: str | Path) -> Crawl:
@@ -330,7 +333,7 @@ def svg_histogram(values: list[float], bins: int = 10, width: int = 560, height:
     counts = [0] * bins
     for v in values:
         counts[min(int(v * bins), bins - 1)] += 1
-    left, bottom, top = 36, 34, 10
+    left, bottom, top = 36, 34, 20
     plot_w, plot_h = width - left - 24, height - bottom - top
     peak = max(counts) or 1
     step = plot_w / bins
@@ -357,7 +360,7 @@ def svg_histogram(values: list[float], bins: int = 10, width: int = 560, height:
 def svg_stacked_columns(columns: list[tuple[str, list[float]]], colours: list[str], width: int = 640,
                         height: int = 220) -> str:
     """One stacked column per period: the units of each direction."""
-    left, bottom, top = 40, 40, 10
+    left, bottom, top = 40, 40, 20
     plot_w, plot_h = width - left - 10, height - bottom - top
     peak = max((sum(vals) for _, vals in columns), default=0) or 1
     step = plot_w / max(len(columns), 1)
