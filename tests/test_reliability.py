@@ -39,6 +39,18 @@ def units_page(units: int) -> str:
     return "氢能。" * units  # every "氢能。" is one unit
 
 
+def _complete(reply: bytes) -> bool:
+    """Headers received and, where Content-Length says how much, the whole body."""
+    head, sep, body = reply.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip())
+    return True
+
+
 def raw_request(url: str, head: str, body_chunks: list[bytes] = (), timeout: float = 10) -> tuple[int, bytes]:
     """Send a hand-written HTTP/1.1 request; return the status and the raw reply (headers included)."""
     host, port = url.removeprefix("http://").split(":")
@@ -50,8 +62,11 @@ def raw_request(url: str, head: str, body_chunks: list[bytes] = (), timeout: flo
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered and closed without reading the rest: what we want
         reply = b""
-        while b"\r\n\r\n" not in reply:
-            data = sock.recv(65536)
+        while not _complete(reply):  # the body may arrive in a later packet than the headers
+            try:
+                data = sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
             if not data:
                 break
             reply += data
