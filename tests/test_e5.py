@@ -168,6 +168,20 @@ def test_pooled_classifier_round_trips_through_the_auto_classes(tmp_path) -> Non
         assert state.keys() == reloaded.keys() and all(torch.equal(state[k], reloaded[k]) for k in state)
 
 
+def test_mean_pooled_head_trains_on_a_batch_of_one() -> None:
+    """BatchNorm cannot standardise a single row; the last batch of an epoch can be that small."""
+    import torch
+
+    from training.modeling import PooledBertConfig, PooledBertForSequenceClassification
+
+    config = PooledBertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                              intermediate_size=32, num_labels=3, pooling="mean")
+    model = PooledBertForSequenceClassification(config).train()
+    out = model(input_ids=torch.tensor([[2, 5, 7]]), labels=torch.tensor([[1.0, 0.0, 0.0]]))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.classifier.weight.grad is not None
+
+
 def test_mean_pooling_ignores_padding() -> None:
     import torch
 

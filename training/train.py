@@ -68,7 +68,7 @@ def _training_only_progress():
 
 
 def make_optimizer(model, cfg: Config):
-    """AdamW with two learning rates: the pretrained body's and the new head's (classifier + pooler).
+    """AdamW with two learning rates: the pretrained body's and the new head's (classifier, pooled-vector norm, pooler).
 
     No weight decay on biases and LayerNorm weights, as in Trainer's own optimizer; frozen
     parameters are left out so they cost no optimizer state.
@@ -80,7 +80,7 @@ def make_optimizer(model, cfg: Config):
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        is_head = name.startswith(("classifier.", "bert.pooler.", "pooler."))
+        is_head = name.startswith(("classifier.", "pooled_norm.", "bert.pooler.", "pooler."))
         no_decay = param.ndim < 2 or "LayerNorm" in name or name.endswith(".bias")
         groups.setdefault((is_head, no_decay), []).append(param)
     params = [{"params": ps, "lr": head_lr if is_head else cfg.train.learning_rate,
