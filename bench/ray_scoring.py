@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         crawl = Path(tmp) / "crawl.jsonl"
         pages = write_crawl(crawl, benchmark_units(args.units))
         started = time.perf_counter()
-        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False,
+        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
         payload["ray_start_s"] = round(time.perf_counter() - started, 2)
         try:

@@ -124,8 +124,10 @@ def run(model_path: Path, precision: str, inputs: list[str], tally: Tally, done:
 
     started_here = not ray.is_initialized()
     if started_here:
+        # A Ray started here for this one run listens on loopback only, not on the machine's address.
+        local = {} if address or os.environ.get("RAY_ADDRESS") else {"_node_ip_address": "127.0.0.1"}
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}, **local)
     try:
         ctx = DataContext.get_current()
         ctx.execution_options.preserve_order = True
