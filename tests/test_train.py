@@ -116,3 +116,18 @@ def test_auto_precision_keeps_agreement(tiny_artifact) -> None:
     assert (tiny_artifact / "calibration.txt").read_text(encoding="utf-8").strip()
     with pytest.raises(ValueError, match="precision must be one of"):
         clf.set_precision("fp8")
+
+
+def test_mean_pooling_on_a_non_bert_checkpoint_says_what_to_set(tmp_path) -> None:
+    from transformers import BertTokenizer, RobertaConfig, RobertaModel
+
+    from training.model import ModelResolutionError, load_pretrained
+    from training.taxonomy import load_taxonomy
+
+    BertTokenizer(vocab={"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "氢": 4}).save_pretrained(tmp_path)
+    RobertaModel(RobertaConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=16)).save_pretrained(tmp_path)
+    with pytest.raises(ModelResolutionError, match="set model.pooling=cls") as excinfo:
+        load_pretrained(str(tmp_path), load_taxonomy(), 32, pooling="mean")
+    # Not dressed up as a download/offline problem: the checkpoint loaded fine, the setting is wrong.
+    assert "Cannot load" not in str(excinfo.value) and "HF_ENDPOINT" not in str(excinfo.value)

@@ -161,11 +161,15 @@ def load_pretrained(name: str, taxonomy: Taxonomy, max_length: int, pooling: str
     try:
         # A local folder or a Hub name already in the cache needs no network at all.
         model, tokenizer = load(local_only=True)
+    except ModelResolutionError:
+        raise  # already says what is wrong with this checkpoint and what to set instead
     except (OSError, ValueError) as local_error:
         if Path(name).expanduser().exists() or os.environ.get("HF_HUB_OFFLINE") or not hub_reachable():
             raise ModelResolutionError(_offline_message(name, local_error)) from None
         try:
             model, tokenizer = load(local_only=False)
+        except ModelResolutionError:
+            raise
         except (OSError, ValueError) as exc:
             raise ModelResolutionError(_offline_message(name, exc)) from None
     tokenizer.model_max_length = min(tokenizer.model_max_length, max_length)

@@ -111,8 +111,6 @@ class FitResult:
 
 def is_main_process() -> bool:
     """False on every torchrun rank but 0 (RANK is unset outside torchrun)."""
-    import os
-
     return int(os.environ.get("RANK", "0")) == 0
 
 
