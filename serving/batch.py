@@ -10,7 +10,9 @@ The pieces, one module each:
 - serving/local_engine.py  what runs the model in this process (the default)
 - serving/ray_engine.py    what runs the model on Ray Data actors (--engine ray)
 
-Outputs, for -o scored/units.jsonl: units.jsonl (one record per unit), units.pages.jsonl (one
+Inputs: local files and folders, or URIs that pyarrow.fs opens (s3://, gs://, hdfs://, file://).
+Outputs, for -o scored/units.jsonl: units.jsonl (one record per unit; -o units.parquet writes a
+folder of Parquet parts instead), units.pages.jsonl (one
 summary per document, the commit record), units.errors.jsonl (every skipped or failed path
 with its reason) and units.run.json (model and precision). A document is finished once its
 summary line is written; rerunning the same command skips finished documents and drops unit
@@ -27,7 +29,7 @@ import time
 from pathlib import Path
 
 from serving.local_engine import DEFAULT_MAX_UNITS_PER_DOC, Terminated
-from serving.output import ResumeMismatch, Tally, Writer, errors_path, pages_path, start
+from serving.output import ResumeMismatch, Tally, errors_path, open_writer, pages_path, start
 from serving.sources import JSONL_SUFFIXES
 
 log = logging.getLogger("serving.batch")
@@ -114,7 +116,7 @@ def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_un
         done = start(out, run_info)
     except ResumeMismatch as exc:
         raise BatchError(str(exc)) from None
-    writer = Writer(out)
+    writer = open_writer(out)
     tally = Tally(writer)
     try:
         if engine == "ray":
@@ -148,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
                "Example: python -m serving.batch crawl/ -o scored/units.jsonl --model artifacts/offline-small\n"
                "         python -m serving.batch crawl/ -o scored/units.jsonl --engine ray --address auto --actors 4",
     )
-    parser.add_argument("inputs", nargs="+", help="files or folders to score")
+    parser.add_argument("inputs", nargs="+", help="files or folders to score, local or any URI pyarrow.fs opens "
+                                                  "(s3://bucket/crawl/, gs://..., hdfs://..., file:///...)")
     parser.add_argument("-o", "--output", required=True, type=Path,
-                        help="unit-level JSONL to write (page summaries go to OUTPUT's stem + .pages.jsonl)")
+                        help="unit records to write: a .jsonl file, or a .parquet folder of part files; page "
+                             "summaries go to OUTPUT's stem + .pages.jsonl")
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"BentoML model tag or training artifact folder (default {DEFAULT_MODEL})")
     parser.add_argument("--engine", default="local", choices=ENGINES,
@@ -176,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if min(args.batch_size, args.chunk_units, args.actors, args.max_units_per_doc) < 1:
         parser.error("--batch-size, --chunk-units, --actors and --max-units-per-doc must be positive")
-    if args.output.suffix.lower() not in JSONL_SUFFIXES:
-        parser.error("--output must end in .jsonl")
+    if args.output.suffix.lower() not in JSONL_SUFFIXES | {".parquet"}:
+        parser.error("--output must end in .jsonl (one JSON record per unit) or .parquet (a folder of Parquet parts)")
 
     started = time.perf_counter()
     try:

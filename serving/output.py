@@ -12,6 +12,13 @@ Files, for OUT = scored/units.jsonl:
 Recovery (`start`) streams both files: it keeps the ids of finished documents, cuts a torn last
 summary line, and cuts the unit lines after the last finished document's (they belong to the one
 document that was being written when the run died).
+
+With OUT = scored/units.parquet the unit records go to a Parquet dataset instead, a folder of
+part files (`scored/units.parquet/part-00000.parquet`, ...) that pandas, Arrow, DuckDB, Spark and
+Ray read as one table; the other three files are the same. A part is written to a temporary name,
+fsynced and renamed, and only then are its documents' summary lines appended: a part whose
+documents are not all committed was cut off by a crash, and recovery deletes it and forgets its
+documents, which the rerun scores again.
 """
 
 from __future__ import annotations
@@ -30,6 +37,13 @@ RUN_KEYS = ("model_id", "precision", "max_units_per_doc", "preprocessing_version
 
 class ResumeMismatch(Exception):
     """The output was started with another model, precision or unit cap."""
+
+
+PART_UNITS = 20_000  # units buffered per Parquet part: few files, little rescoring after a crash
+
+
+def is_parquet(out: Path) -> bool:
+    return out.suffix.lower() == ".parquet"
 
 
 def pages_path(out: Path) -> Path:
@@ -77,9 +91,45 @@ def recover(out: Path) -> set[str]:
     if pages.exists():
         end, _ = _scan(pages, lambda record: done.add(record["doc_id"]) or True)
         _cut(pages, end, "torn summary line")
+    if is_parquet(out):
+        return _recover_parquet(out, done)
     if out.exists():
         end, _ = _scan(out, lambda record: record.get("doc_id") in done)
         _cut(out, end, "unit lines of an unfinished document")
+    return done
+
+
+def _recover_parquet(out: Path, done: set[str]) -> set[str]:
+    """Delete temporary parts and parts whose documents are not all committed; forget those documents."""
+    import pyarrow.parquet as pq
+
+    if out.exists() and not out.is_dir():
+        raise ResumeMismatch(f"{out} is a file, not the Parquet folder this scorer writes; choose another --output")
+    if not out.is_dir():
+        return done
+    for tmp in out.glob("*.tmp"):
+        tmp.unlink()
+    dropped: set[str] = set()
+    for part in sorted(out.glob("part-*.parquet")):
+        try:
+            ids = set(pq.read_table(part, columns=["doc_id"]).column("doc_id").to_pylist())
+        except (OSError, ValueError) as exc:  # a part cut short on a filesystem without atomic rename
+            log.info("removing unreadable part %s (%s)", part, exc)
+            part.unlink()
+            continue
+        if not ids <= done:
+            log.info("removing %s: %d of its documents have no summary line (cut off by a crash)",
+                     part, len(ids - done))
+            part.unlink()
+            dropped |= ids & done
+    if dropped:
+        pages = pages_path(out)
+        kept = [line for line in pages.read_bytes().splitlines(keepends=True)
+                if json.loads(line)["doc_id"] not in dropped]
+        tmp = pages.with_name(pages.name + ".tmp")
+        tmp.write_bytes(b"".join(kept))
+        os.replace(tmp, pages)
+        done -= dropped
     return done
 
 
@@ -144,6 +194,82 @@ class Writer:
         self.units.close()
         self.pages.close()
         self.errors.close()
+
+
+def unit_schema(scores: dict):
+    """Arrow schema of a unit record, explicit so that every part agrees (a part whose urls are all
+    missing would otherwise get a null-typed column that the other parts' strings do not match)."""
+    import pyarrow as pa
+
+    return pa.schema([("doc_id", pa.string()), ("url", pa.string()), ("index", pa.int64()), ("start", pa.int64()),
+                      ("end", pa.int64()), ("text", pa.string()), ("labels", pa.list_(pa.string())),
+                      ("top_label", pa.string()), ("scores", pa.struct([(k, pa.float64()) for k in scores])),
+                      ("truncated", pa.bool_())])
+
+
+class ParquetWriter(Writer):
+    """Buffers whole documents and writes them as one Parquet part, then their summary lines."""
+
+    def __init__(self, out: Path):
+        out.mkdir(parents=True, exist_ok=True)
+        self.out = out
+        self.pages = pages_path(out).open("a", encoding="utf-8")
+        self.errors = errors_path(out).open("w", encoding="utf-8")
+        numbers = [int(p.stem.split("-")[1]) for p in out.glob("part-*.parquet")]
+        self.next_part = max(numbers, default=-1) + 1
+        self.buffer: list[tuple[dict, list[dict], dict]] = []
+        self.buffered_units = 0
+
+    def write(self, docs: Iterable[tuple[dict, list[dict], dict]]) -> None:
+        for doc in docs:
+            self.buffer.append(doc)
+            self.buffered_units += len(doc[1])
+            if self.buffered_units >= PART_UNITS:
+                self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.buffer:
+            return
+        rows = [{"doc_id": head["doc_id"], "url": head["url"], **unit} for head, units, _ in self.buffer for unit in units]
+        if rows:
+            part = self.out / f"part-{self.next_part:05d}.parquet"
+            tmp = part.with_name(part.name + ".tmp")
+            pq.write_table(pa.Table.from_pylist(rows, schema=unit_schema(rows[0]["scores"])), tmp, compression="zstd")
+            with tmp.open("rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, part)
+            self.next_part += 1
+        for head, _, summary in self.buffer:
+            self.pages.write(json.dumps({**head, **summary}, ensure_ascii=False) + "\n")
+        self.pages.flush()
+        os.fsync(self.pages.fileno())
+        self.buffer, self.buffered_units = [], 0
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.pages.close()
+            self.errors.close()
+
+
+def open_writer(out: Path) -> Writer:
+    """The writer for OUT: Parquet parts for a .parquet output, JSONL lines otherwise."""
+    return ParquetWriter(out) if is_parquet(out) else Writer(out)
+
+
+def read_units(out: Path) -> list[dict]:
+    """Every unit record of a scorer's output, JSONL or Parquet, in file order."""
+    if is_parquet(out):
+        import pyarrow.parquet as pq
+
+        parts = sorted(out.glob("part-*.parquet")) if out.is_dir() else []
+        return [row for part in parts for row in pq.read_table(part).to_pylist()]
+    with out.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
 
 
 class Tally:

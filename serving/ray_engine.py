@@ -30,7 +30,7 @@ from pathlib import Path
 
 from serving.local_engine import score_split, split_document
 from serving.output import Tally
-from serving.sources import Document, FileTask, Outcome, read, walk
+from serving.sources import Document, FileTask, Outcome, is_uri, read, walk
 from training.text import Unit
 
 # Documents per actor call; their units are length-sorted and scored together.
@@ -118,7 +118,8 @@ def run(model_path: Path, precision: str, inputs: list[str], tally: Tally, done:
         elif item.kind == "file" and item.doc_id in done:
             tally.outcome({"source": item.path, "doc_id": item.doc_id, "status": "resumed", "reason": ""})
         else:
-            tasks.append({"path": os.path.abspath(item.path), "doc_id": item.doc_id, "kind": item.kind})
+            path = item.path if is_uri(item.path) else os.path.abspath(item.path)
+            tasks.append({"path": path, "doc_id": item.doc_id, "kind": item.kind})
     if not tasks:
         return
 

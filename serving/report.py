@@ -180,7 +180,17 @@ def load_scored(path: str | Path) -> Crawl:
     if path.name.endswith(".pages.jsonl"):
         raise ScoredFileError(f"{path} is the page-summary file; pass the unit file beside it "
                               f"({path.name.removesuffix('.pages.jsonl')}.jsonl)")
-    records = _records(path)
+    if path.suffix.lower() == ".parquet":
+        from serving.output import read_units
+
+        if not path.is_dir():
+            raise ScoredFileError(f"{path} is not the Parquet folder python -m serving.batch writes with -o")
+        try:
+            records = list(enumerate(read_units(path), 1))
+        except (OSError, ValueError) as exc:
+            raise ScoredFileError(f"cannot read {path}: {exc}") from None
+    else:
+        records = _records(path)
     if not records:
         raise ScoredFileError(f"{path} holds no scored units: score a crawl first with python -m serving.batch")
     for number, record in records:

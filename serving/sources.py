@@ -2,7 +2,10 @@
 
 Shared by both batch engines. `walk` turns the command-line inputs into files to read
 (streaming: folders are listed one directory at a time, sorted, so the order is stable);
-`read` turns one file into documents (.txt/.html: one; .jsonl: one per line). Anything
+`read` turns one file into documents (.txt/.html: one; .jsonl: one per line). An input with a
+scheme (`s3://bucket/crawl/`, `gs://…`, `hdfs://…`, `file:///…`) is opened with `pyarrow.fs`, so
+every filesystem Arrow supports reads like a local folder; credentials and endpoints come from
+Arrow's usual settings (AWS_* variables, `?endpoint_override=…` in the URI). Anything
 that yields no document comes back as an `Outcome` with a reason, so every path ends in
 exactly one of scored / skipped-with-reason / failed-with-reason.
 
@@ -17,8 +20,11 @@ Policy:
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import os
+import posixpath
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +142,7 @@ def _within(path: str, roots: list[str]) -> bool:
 
 
 def _classify(path: str, doc_id: str, in_folder: bool) -> FileTask | Outcome:
-    suffix = Path(path).suffix.lower()
+    suffix = Path(path.partition("?")[0] if is_uri(path) else path).suffix.lower()
     if suffix in JSONL_SUFFIXES:
         return FileTask(path, doc_id, "jsonl")
     if suffix in TEXT_SUFFIXES | HTML_SUFFIXES or not in_folder:
@@ -153,8 +159,11 @@ def walk(inputs: Iterable[str], follow_symlinks: bool = False) -> Iterator[FileT
     folders (or follow_symlinks); loops are detected by (device, inode).
     """
     inputs = list(inputs)
-    roots = [os.path.realpath(item) for item in inputs if os.path.isdir(item)]
+    roots = [os.path.realpath(item) for item in inputs if not is_uri(item) and os.path.isdir(item)]
     for item in inputs:
+        if is_uri(item):
+            yield from _walk_uri(item)
+            continue
         if not os.path.lexists(item):
             yield Outcome(item, "failed", "no such file or folder")
             continue
@@ -220,6 +229,103 @@ def _walk_dir(folder: str, base: str, roots: list[str], follow: bool, ancestors:
             yield Outcome(path, "skipped", "not a regular file")
 
 
+# ----------------------------------------------------------------------------- other filesystems
+
+
+def is_uri(item: str) -> bool:
+    """`s3://…`, `gs://…`, `file:///…`: read through pyarrow.fs (a Windows drive letter is not a scheme)."""
+    head, sep, _ = item.partition("://")
+    return bool(sep) and len(head) > 1 and head.replace("+", "").isalnum()
+
+
+# Schemes whose URIs carry a host, not a bucket, before the path (hdfs://namenode:8020/crawl).
+_HOST_SCHEMES = {"file", "hdfs", "viewfs"}
+
+
+@functools.lru_cache(maxsize=32)
+def _filesystem(root: str):
+    """One pyarrow filesystem per scheme, bucket or host and query, reused for every file under it."""
+    from pyarrow import fs as pafs
+
+    try:
+        return pafs.FileSystem.from_uri(root)[0]
+    except (ValueError, OSError, ImportError) as exc:
+        raise OSError(f"pyarrow.fs cannot open {root}: {exc}") from None
+
+
+def _split_uri(uri: str) -> tuple[object, str, str]:
+    """A URI -> (pyarrow filesystem, path inside it, prefix that turns such a path back into a URI)."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(uri)
+    query = f"?{parts.query}" if parts.query else ""
+    filesystem = _filesystem(f"{parts.scheme}://{parts.netloc}/{query}")
+    if parts.scheme in _HOST_SCHEMES:
+        return filesystem, unquote(parts.path).rstrip("/") or "/", f"{parts.scheme}://{parts.netloc}"
+    # Object stores name the bucket first: s3://bucket/key is bucket/key to pyarrow.fs.
+    return filesystem, (parts.netloc + unquote(parts.path)).rstrip("/"), f"{parts.scheme}://"
+
+
+def _walk_uri(uri: str) -> Iterator[FileTask | Outcome]:
+    """Files under a URI, sorted by path; listed through pyarrow.fs (the listing is held in memory)."""
+    from pyarrow import fs as pafs
+
+    try:
+        filesystem, path, prefix = _split_uri(uri)
+        info = filesystem.get_file_info(path)
+    except OSError as exc:
+        yield Outcome(uri, "failed", str(exc))
+        return
+    query = uri[uri.index("?"):] if "?" in uri else ""
+
+    def full(p: str) -> str:
+        return prefix + p + query
+
+    if info.type == pafs.FileType.NotFound:
+        yield Outcome(uri, "failed", "no such file or folder")
+    elif info.type == pafs.FileType.File:
+        yield _classify(full(path), posixpath.basename(path), in_folder=False)
+    elif info.type == pafs.FileType.Directory:
+        parent = posixpath.dirname(path.rstrip("/"))
+        try:
+            listing = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
+        except OSError as exc:
+            yield Outcome(uri, "failed", f"cannot list folder: {exc}")
+            return
+        for entry in sorted((e for e in listing if e.type == pafs.FileType.File), key=lambda e: e.path):
+            yield _classify(full(entry.path), posixpath.relpath(entry.path, parent) if parent else entry.path,
+                            in_folder=True)
+    else:
+        yield Outcome(uri, "skipped", "not a regular file or folder")
+
+
+class _Source:
+    """One file to read, local or behind pyarrow.fs: its size, its bytes, a binary line stream."""
+
+    def __init__(self, path: str):
+        self.name = path
+        self.suffix = Path(path.partition("?")[0] if is_uri(path) else path).suffix.lower()
+        self.remote = is_uri(path)
+        if self.remote:
+            self.fs, self.path, _ = _split_uri(path)
+
+    def size(self) -> int:
+        if not self.remote:
+            return Path(self.name).stat().st_size
+        from pyarrow import fs as pafs
+
+        info = self.fs.get_file_info(self.path)
+        if info.type != pafs.FileType.File:
+            raise FileNotFoundError(2, "no such file", self.name)
+        return info.size
+
+    def open(self) -> io.BufferedIOBase:
+        if not self.remote:
+            return open(self.name, "rb")
+        # Arrow's streams read in large blocks; the buffer gives them line iteration.
+        return io.BufferedReader(self.fs.open_input_stream(self.path), buffer_size=1 << 20)
+
+
 # ----------------------------------------------------------------------------- reading
 
 
@@ -227,22 +333,24 @@ def read(task: FileTask, done: set[str] | frozenset = frozenset()) -> Iterator[I
     """Documents of one file (a .jsonl gives one per line). Documents whose id is in `done`
     come back as Outcome(status="resumed") without their text."""
     if task.kind == "jsonl":
-        yield from _read_jsonl(Path(task.path), task.doc_id, done)
+        yield from _read_jsonl(task.path, task.doc_id, done)
     elif task.doc_id in done:
         yield Outcome(task.path, "resumed", "already in the output", task.doc_id)
     else:
-        yield _read_file(Path(task.path), task.doc_id)
+        yield _read_file(task.path, task.doc_id)
 
 
-def _read_file(path: Path, doc_id: str) -> Item:
-    source = str(path)
+def _read_file(name: str, doc_id: str) -> Item:
+    source = name
     try:
-        size = path.stat().st_size
+        path = _Source(name)
+        size = path.size()
         if size > MAX_FILE_BYTES:
             return Outcome(source, "failed", f"file of {size / 2**20:.0f} MB is over the {MAX_FILE_BYTES // 2**20} MB "
                                              "limit for one .txt/.html document; split it or convert it to .jsonl",
                            doc_id)
-        raw = path.read_bytes()
+        with path.open() as handle:
+            raw = handle.read()
     except OSError as exc:
         return Outcome(source, "failed", f"{type(exc).__name__}: {exc.strerror or exc}", doc_id)
     if not raw.strip():
@@ -254,17 +362,17 @@ def _read_file(path: Path, doc_id: str) -> Item:
     except (ValueError, LookupError) as exc:
         return Outcome(source, "failed", str(exc), doc_id)
     del raw
-    if path.suffix.lower() in HTML_SUFFIXES:
+    if path.suffix in HTML_SUFFIXES:
         text = html_to_text(text)
     if not text.strip():
-        return Outcome(source, "skipped", "empty" if path.suffix.lower() not in HTML_SUFFIXES else "empty: no visible text",
+        return Outcome(source, "skipped", "empty" if path.suffix not in HTML_SUFFIXES else "empty: no visible text",
                        doc_id)
     return Document(doc_id, text, source=source, warnings=[warning] if warning else [])
 
 
-def _read_jsonl(path: Path, prefix: str, done: set[str] | frozenset) -> Iterator[Item]:
+def _read_jsonl(path: str, prefix: str, done: set[str] | frozenset) -> Iterator[Item]:
     try:
-        handle = path.open("rb")
+        handle = _Source(path).open()
     except OSError as exc:
         yield Outcome(str(path), "failed", f"{type(exc).__name__}: {exc.strerror or exc}", prefix)
         return

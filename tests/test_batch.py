@@ -168,3 +168,99 @@ def test_package_records_the_precision(tiny_artifact, tmp_path) -> None:
     stored = next((tmp_path / "bentoml" / "models" / "fic-precision").glob("*/"))
     assert json.loads((stored / "precision.json").read_text())["precision"] == "fp32"
     assert "precision: fp32" in (stored / "model.yaml").read_text()
+
+
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+
+
+def sorted_units(records: list[dict]) -> list[dict]:
+    return sorted(records, key=lambda r: (r["doc_id"], r["index"]))
+
+
+def test_parquet_output_equals_jsonl_and_survives_a_crash(tiny_artifact, tmp_path, capsys, monkeypatch) -> None:
+    from serving import output
+    from serving.report import load_scored
+
+    jsonl, parquet = tmp_path / "a" / "units.jsonl", tmp_path / "b" / "units.parquet"
+    common = ["--model", str(tiny_artifact), "--precision", "fp32"]
+    assert score(capsys, str(SEEDS), "-o", str(jsonl), *common)[0] == 0
+    monkeypatch.setattr(output, "PART_UNITS", 60)  # several parts from five pages
+    assert score(capsys, str(SEEDS), "-o", str(parquet), *common)[0] == 0
+    clean = output.read_units(jsonl)
+    parts = sorted(parquet.glob("part-*.parquet"))
+    assert len(parts) >= 3 and output.read_units(parquet) == clean
+    pages = parquet.with_name("units.pages.jsonl")
+    assert read_jsonl(pages) == read_jsonl(jsonl.with_name("units.pages.jsonl"))
+    assert len(load_scored(parquet).units) == len(clean)  # the report reads the Parquet folder
+
+    # A crash after the last part was renamed but before its summary lines were all written,
+    # with another part still under its temporary name.
+    import pyarrow.parquet as pq
+
+    last_docs = set(pq.read_table(parts[-1], columns=["doc_id"]).column("doc_id").to_pylist())
+    lines = pages.read_text(encoding="utf-8").splitlines(keepends=True)
+    pages.write_text("".join(lines[:-1]) + lines[-1][:10], encoding="utf-8")
+    (parquet / "part-00099.parquet.tmp").write_bytes(b"PAR1 half")
+    code, err = score(capsys, str(SEEDS), "-o", str(parquet), *common)
+    assert code == 0, err
+    # Only the documents of the uncommitted part are scored again.
+    assert f"skipped {len(lines) - len(last_docs)} (already in output)" in err
+    assert not list(parquet.glob("*.tmp"))
+    assert sorted_units(output.read_units(parquet)) == sorted_units(clean)
+    assert sorted(p["doc_id"] for p in read_jsonl(pages)) == sorted(p["doc_id"] for p in read_jsonl(jsonl.with_name("units.pages.jsonl")))
+
+
+def test_file_uri_input_reads_like_a_local_folder(tiny_artifact, tmp_path, capsys) -> None:
+    local, remote = tmp_path / "local.jsonl", tmp_path / "uri.jsonl"
+    common = ["--model", str(tiny_artifact), "--precision", "fp32"]
+    assert score(capsys, str(SEEDS), "-o", str(local), *common)[0] == 0
+    code, err = score(capsys, SEEDS.as_uri() + "/", "file:///no/such/folder", "-o", str(remote), *common)
+    assert code == 1 and "file:///no/such/folder: no such file or folder" in err
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "source"} for r in rows]  # noqa: E731
+    assert read_jsonl(remote) == read_jsonl(local)
+    assert strip(read_jsonl(remote.with_name("uri.pages.jsonl"))) == strip(read_jsonl(local.with_name("local.pages.jsonl")))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_s3_input_over_a_local_s3_server(tiny_artifact, tmp_path, capsys, monkeypatch) -> None:
+    """s3:// inputs through pyarrow.fs against moto's S3-compatible server on loopback."""
+    server_mod = pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(key, value)
+    port = free_port()
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        from pyarrow import fs as pafs
+
+        s3 = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
+                               allow_bucket_creation=True)
+        s3.create_dir("crawls")
+        for page in sorted(SEEDS.glob("*.txt")):
+            with s3.open_output_stream(f"crawls/seeds/{page.name}") as handle:
+                handle.write(page.read_bytes())
+        with s3.open_output_stream("crawls/seeds/more/pages.jsonl") as handle:
+            handle.write(json.dumps({"id": "s3-1", "text": "上海发布低空经济行动方案。"}, ensure_ascii=False).encode() + b"\nnot json\n")
+        query = f"?endpoint_override=127.0.0.1:{port}&scheme=http"
+        local, remote = tmp_path / "local.jsonl", tmp_path / "s3.jsonl"
+        common = ["--model", str(tiny_artifact), "--precision", "fp32"]
+        assert score(capsys, str(SEEDS), "-o", str(local), *common)[0] == 0
+        code, err = score(capsys, f"s3://crawls/seeds/{query}", f"s3://crawls/missing.txt{query}", "-o", str(remote),
+                          *common)
+    finally:
+        server.stop()
+    assert code == 1  # the missing object and the bad line fail, with their reasons
+    assert "crawls/missing.txt" in err and "no such file or folder" in err and "not valid JSON" in err
+    records = read_jsonl(remote)
+    assert [r for r in records if r["doc_id"] != "s3-1"] == read_jsonl(local)
+    assert any(r["doc_id"] == "s3-1" for r in records)
+    sources = {p["doc_id"]: p["source"] for p in read_jsonl(remote.with_name("s3.pages.jsonl"))}
+    assert sources[f"seeds/{sorted(SEEDS.glob('*.txt'))[0].name}"].startswith("s3://crawls/seeds/")
