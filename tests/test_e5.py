@@ -198,7 +198,7 @@ def test_short_fine_tune_writes_a_servable_artifact(checkpoint: Path, tmp_path) 
     from training.train import main
 
     out = tmp_path / "e5"
-    args = ["--config", "configs/offline-e5-small.yaml", "--quiet",
+    args = ["--config", "configs/offline-e5-small.yaml", "--quiet", "--frozen-baseline",
             "--set", f"output_dir={out}", "--set", "data.label_files=[labels/seed_units.jsonl]",
             "--set", "train.epochs=0.3", "--set", "data.max_length=48", "--set", "train.eval_batch_size=32"]
     assert main(args) == 0

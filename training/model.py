@@ -147,15 +147,15 @@ def load_pretrained(name: str, taxonomy: Taxonomy, max_length: int, pooling: str
         base = AutoConfig.from_pretrained(name, local_files_only=local_only)
         if base.model_type in ("bert", modeling.MODEL_TYPE):
             config = modeling.PooledBertConfig(**{**base.to_dict(), **_label_maps(taxonomy), "pooling": pooling})
-            model = modeling.PooledBertForSequenceClassification.from_pretrained(
-                name, config=config, local_files_only=local_only)
+            model = _load_quietly(modeling.PooledBertForSequenceClassification, display, name, config=config,
+                                  local_files_only=local_only)
         elif pooling == "mean":
             raise ModelResolutionError(
                 f"model.pooling=mean needs a BERT-architecture checkpoint; {display!r} is {base.model_type!r} "
                 "(set model.pooling=cls)")
         else:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                name, local_files_only=local_only, **_label_maps(taxonomy))
+            model = _load_quietly(AutoModelForSequenceClassification, display, name, local_files_only=local_only,
+                                  **_label_maps(taxonomy))
         return model, tokenizer
 
     try:
@@ -175,6 +175,33 @@ def load_pretrained(name: str, taxonomy: Taxonomy, max_length: int, pooling: str
     tokenizer.model_max_length = min(tokenizer.model_max_length, max_length)
     log.info("loaded pretrained %s (%.1fM parameters, %s pooling)", display, model.num_parameters() / 1e6, pooling)
     return model, tokenizer
+
+
+# Weights a classifier built on a pretrained encoder starts without, by design.
+_HEAD_PREFIXES = ("classifier.", "pooled_norm.", "bert.pooler.", "pooler.")
+
+
+def _load_quietly(cls, display: str, name: str, **kwargs):
+    """from_pretrained without transformers' table of missing head weights, which every fine-tune has
+    and which reads like an error; weights missing from the encoder itself are still reported."""
+    from transformers.utils import logging as hf_logging
+
+    logger = hf_logging.get_logger("transformers.modeling_utils")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        model, info = cls.from_pretrained(name, output_loading_info=True, **kwargs)
+    finally:
+        logger.setLevel(level)
+    missing = [key for key in info.get("missing_keys", []) if not key.startswith(_HEAD_PREFIXES)]
+    if missing:
+        log.warning("%d encoder weights are not in %s and start random (is it the checkpoint you meant?): %s",
+                    len(missing), display, ", ".join(sorted(missing)[:8]) + (" ..." if len(missing) > 8 else ""))
+    fresh = sorted({key.split(".")[0] if not key.startswith("bert.") else "bert.pooler"
+                    for key in info.get("missing_keys", []) if key.startswith(_HEAD_PREFIXES)})
+    if fresh:
+        log.info("new classification head on %s: %s (trained from scratch, as expected)", display, ", ".join(fresh))
+    return model
 
 
 def build_model(cfg: ModelConfig, taxonomy: Taxonomy, train_texts: list[str], max_length: int):
