@@ -89,6 +89,18 @@ def test_ray_engine_matches_in_process_and_skips_bad_files(ray_address, tiny_art
     assert sorted(load(local.with_name("units.errors.jsonl")), key=key) == \
            sorted(load(remote.with_name("units.errors.jsonl")), key=key)
 
+    # The same crawl as a file:// URI (read through pyarrow.fs in Ray's tasks), into Parquet parts.
+    from serving.output import read_units
+
+    parquet = tmp_path / "ray-parquet" / "units.parquet"
+    (crawl / "escape.txt").unlink()  # symlink rules are for local paths; Arrow lists what a link points to
+    c = run([crawl.as_uri()], parquet, str(tiny_artifact), precision="fp32", engine="ray", actors=1)
+    assert (c.written, c.units) == (a.written, a.units)
+    expected, got = load(local), read_units(parquet)
+    assert [(r["doc_id"], r["index"], r["labels"]) for r in got] == [(r["doc_id"], r["index"], r["labels"]) for r in expected]
+    assert np.allclose([list(r["scores"].values()) for r in got], [list(r["scores"].values()) for r in expected],
+                       atol=1e-4)
+
 
 def test_killed_ray_run_resumes_to_the_clean_output(ray_address, tiny_artifact, tmp_path) -> None:
     crawl = tmp_path / "crawl.jsonl"
