@@ -19,9 +19,9 @@ from typing import Callable, Iterable, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
-DEFAULT_ARTIFACT = ROOT / "artifacts" / "offline-small"
+DEFAULT_ARTIFACT = ROOT / "artifacts" / "offline-e5-small"
 CORPUS_FILES = ("labels/seed_units.jsonl", "labels/authored/*.jsonl")
-TRAIN_HINT = "train it with python -m training.train --config configs/offline-small.yaml"
+TRAIN_HINT = "train it with python -m training.train --config configs/offline-e5-small.yaml (or pass --artifact)"
 
 
 # ----------------------------------------------------------------------------- corpus
@@ -295,7 +295,7 @@ def machine_info() -> dict:
 
 def library_versions() -> dict:
     versions = {"python": sys.version.split()[0]}
-    for package in ("torch", "transformers", "bentoml", "tokenizers", "numpy", "httpx", "optimum", "onnxruntime"):
+    for package in ("torch", "transformers", "bentoml", "tokenizers", "numpy", "httpx", "onnx", "onnxruntime"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -1,7 +1,8 @@
-"""Inference speed: transformers pipeline vs our Classifier (fp32, bf16, int8) vs ONNX Runtime.
+"""Inference speed: transformers pipeline vs our Classifier (fp32, bf16, int8) vs ONNX Runtime (fp32, int8).
 
-    python -m bench.inference                               # defaults: 2,000 units, 3 repeats, both models
-    python -m bench.inference --units 64 --repeats 1 --models small
+    python -m bench.inference                               # defaults: 2,000 units, 3 repeats, the e5 artifact
+    python -m bench.inference --units 64 --repeats 1 --artifact artifacts/offline-small
+    python -m bench.inference --models trained,base         # also a BERT-base-sized model (random weights)
 
 Every variant scores the same N real-length units (the cleaned corpus, cycled to N, in
 a seeded shuffled order) in one run; repeats are interleaved across variants so a
@@ -18,6 +19,7 @@ if not __package__:  # run as a file, `bench.common` would not import
     sys.exit("run it from the repository root as a module: python -m bench.inference --help")
 
 import argparse
+import copy
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,16 +47,18 @@ from bench.common import (
     write_results,
 )
 
-MODELS = {"small": "trained offline-small artifact", "base": "BERT-base-sized, random weights"}
+MODELS = {"trained": "the trained artifact (--artifact)", "base": "BERT-base-sized, random weights"}
 VARIANTS = {
     "a": "pipeline, one call per unit",
     "b": "pipeline, list, batch_size={pipeline_batch}",
     "c": "Classifier fp32",
     "d": "Classifier bf16 autocast",
     "e": "Classifier int8 dynamic",
-    "f": "ONNX Runtime (optimum)",
+    "f": "ONNX Runtime fp32",
+    "g": "ONNX Runtime int8 dynamic",
 }
 OURS = ("c", "d", "e")  # the variants the speed-ups count as "ours"
+ORT = ("f", "g")
 
 Batches = list[tuple[int, int]]
 
@@ -89,18 +93,20 @@ def pipeline_variant(key: str, clf, batch_size: int | None, label: str) -> Varia
     from transformers import pipeline
 
     pipe = pipeline("text-classification", model=clf.model, tokenizer=clf.tokenizer, top_k=None, device="cpu")
-    # Same truncation as Classifier, so both see the same tokens.
+    # Same truncation and prefix (e5's "query: ") as Classifier, so both see the same tokens.
     kwargs = {"truncation": True, "max_length": clf.max_length}
+    prefix = clf.text_prefix
 
     if batch_size is None:
         def run(texts: list[str]) -> np.ndarray:
-            return scores_matrix([pipe(text, **kwargs) for text in texts], clf.directions)
+            return scores_matrix([pipe(prefix + text, **kwargs) for text in texts], clf.directions)
 
         def batches(lengths: list[int]) -> Batches:
             return [(1, n) for n in lengths]
     else:
         def run(texts: list[str]) -> np.ndarray:
-            return scores_matrix(pipe(texts, batch_size=batch_size, **kwargs), clf.directions)
+            return scores_matrix(pipe([prefix + text for text in texts], batch_size=batch_size, **kwargs),
+                                 clf.directions)
 
         def batches(lengths: list[int]) -> Batches:
             return padded_shapes(lengths, batch_size, length_sorted=False)
@@ -116,28 +122,56 @@ def classifier_variant(key: str, clf, precision: str, label: str) -> Variant:
         return Variant(key, label, "bf16", skipped=f"{precision} not offered on this machine "
                        f"(available_precisions: {', '.join(clf.available_precisions())})")
     twin = Classifier(clf.model, clf.tokenizer, clf.directions, clf.thresholds, clf.other, clf.max_length,
-                      batch_size=clf.batch_size, meta=clf.meta)
+                      batch_size=clf.batch_size, meta=clf.meta, text_prefix=clf.text_prefix)
     twin.set_precision(precision)
     # int8 has no matmul peak of its own here; it is compared with bf16, the fastest one measured.
     peak = "fp32" if precision == "fp32" else "bf16"
     return Variant(key, label, peak, twin.probabilities, lambda lengths: padded_shapes(lengths, clf.batch_size, True))
 
 
-def ort_variant(key: str, clf, artifact: Path, threads: int, label: str) -> Variant:
-    """ONNX Runtime through optimum, fed the same length-sorted padded batches as Classifier."""
-    try:
-        import optimum.onnxruntime  # noqa: F401 - only asking whether it is installed
-    except Exception as exc:  # ImportError, or a broken install raising something else
-        return Variant(key, label, "fp32", skipped=f"optimum.onnxruntime not importable ({type(exc).__name__}: {exc}); "
-                                                   "optimum has no release for transformers 5 on PyPI yet (the newest that resolves here, 1.17.1, "
-                                                   "fails to import against transformers 5)")
-    import onnxruntime
+def export_onnx(clf, path: Path) -> Path:
+    """The classifier's logits as an ONNX graph (torch.onnx.export), batch and sequence axes dynamic."""
     import torch
-    from optimum.onnxruntime import ORTModelForSequenceClassification
 
+    class Logits(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    sample = clf.tokenizer(["样例文本", "另一个稍长一些的样例文本"], padding=True, return_tensors="pt")
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+            "logits": {0: "batch"}}
+    with torch.inference_mode():
+        # Tracing a copy: exporting the live model left it giving different outputs afterwards.
+        torch.onnx.export(Logits(copy.deepcopy(clf.model).eval()), (sample["input_ids"], sample["attention_mask"]), str(path),
+                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                          dynamic_axes=axes, dynamo=False)
+    return path
+
+
+def ort_variant(key: str, clf, workdir: Path, threads: int, int8: bool, label: str) -> Variant:
+    """ONNX Runtime on the exported graph (fp32, or its dynamic int8 quantisation), fed the same
+    length-sorted padded batches as Classifier."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        return Variant(key, label, "fp32", skipped=f"onnxruntime not installed ({exc}): pip install -e '.[bench]'")
+    fp32 = workdir / "model.onnx"
+    if not fp32.exists():
+        export_onnx(clf, fp32)
+    path = fp32
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        path = workdir / "model-int8.onnx"
+        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
-    model = ORTModelForSequenceClassification.from_pretrained(artifact, export=True, session_options=options)
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(texts: list[str]) -> np.ndarray:
         encoded = clf.encode(texts)[0]
@@ -145,15 +179,17 @@ def ort_variant(key: str, clf, artifact: Path, threads: int, label: str) -> Vari
         order = np.argsort([len(ids) for ids in encoded], kind="stable")
         for start in range(0, len(order), clf.batch_size):
             idx = order[start:start + clf.batch_size]
-            batch = clf.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
-            batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])  # the exported graph asks for it
-            out[idx] = torch.sigmoid(torch.as_tensor(model(**batch).logits).float()).numpy()
+            batch = clf.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="np")
+            logits = session.run(["logits"], {"input_ids": batch["input_ids"].astype(np.int64),
+                                              "attention_mask": batch["attention_mask"].astype(np.int64)})[0]
+            out[idx] = 1 / (1 + np.exp(-logits))
         return out
 
-    return Variant(key, label, "fp32", run, lambda lengths: padded_shapes(lengths, clf.batch_size, True))
+    return Variant(key, label, "fp32" if not int8 else "bf16", run,
+                   lambda lengths: padded_shapes(lengths, clf.batch_size, True))
 
 
-def make_variants(keys: list[str], clf, artifact: Path, threads: int, pipeline_batch: int) -> list[Variant]:
+def make_variants(keys: list[str], clf, workdir: Path, threads: int, pipeline_batch: int) -> list[Variant]:
     labels = {k: v.format(pipeline_batch=pipeline_batch) for k, v in VARIANTS.items()}
     makers = {
         "a": lambda: pipeline_variant("a", clf, None, labels["a"]),
@@ -161,7 +197,8 @@ def make_variants(keys: list[str], clf, artifact: Path, threads: int, pipeline_b
         "c": lambda: classifier_variant("c", clf, "fp32", labels["c"]),
         "d": lambda: classifier_variant("d", clf, "bf16", labels["d"]),
         "e": lambda: classifier_variant("e", clf, "int8", labels["e"]),
-        "f": lambda: ort_variant("f", clf, artifact, threads, labels["f"]),
+        "f": lambda: ort_variant("f", clf, workdir, threads, False, labels["f"]),
+        "g": lambda: ort_variant("g", clf, workdir, threads, True, labels["g"]),
     }
     variants = []
     for key in keys:
@@ -213,14 +250,16 @@ def agreement(probs: np.ndarray, reference: np.ndarray, clf) -> tuple[float, flo
 
 
 def speedups(results: dict[str, dict]) -> dict:
-    """c/a, c/b, best/a, best/b, where best is the fastest of our variants."""
+    """c/a, c/b, best/a, best/b and best/ort, where best is the fastest of our variants and ort the
+    fastest ONNX Runtime variant."""
     rate = {k: r["sentences_per_s"] for k, r in results.items() if r["status"] == "ok"}
     ours = {k: rate[k] for k in OURS if k in rate}
+    ort = {k: rate[k] for k in ORT if k in rate}
     best = max(ours, key=ours.get) if ours else None
-    out: dict = {"best": best}
+    best_ort = max(ort, key=ort.get) if ort else None
+    out: dict = {"best": best, "best_ort": best_ort}
     for name, numerator in (("c", rate.get("c")), ("best", ours.get(best))):
-        for baseline in ("a", "b"):
-            denominator = rate.get(baseline)
+        for baseline, denominator in (("a", rate.get("a")), ("b", rate.get("b")), ("ort", ort.get(best_ort))):
             out[f"{name}/{baseline}"] = numerator / denominator if numerator and denominator else None
     return out
 
@@ -232,8 +271,9 @@ def benchmark_model(name: str, artifact: Path, units: list[str], args, peaks: di
     encoded, truncated = clf.encode(units)
     lengths = [len(ids) for ids in encoded]
     shape = model_shape(clf.model.config)
-    variants = make_variants(args.variants, clf, artifact, args.threads, args.pipeline_batch)
-    seconds, probs, failed = time_variants(variants, units, args.repeats, min(args.warmup, len(units)))
+    with tempfile.TemporaryDirectory(prefix="bench-onnx-") as workdir:
+        variants = make_variants(args.variants, clf, Path(workdir), args.threads, args.pipeline_batch)
+        seconds, probs, failed = time_variants(variants, units, args.repeats, min(args.warmup, len(units)))
     # The fp32 reference for agreement: variant c's output, or an untimed fp32 pass.
     reference = probs["c"] if "c" in probs else clf.probabilities(units)
 
@@ -261,7 +301,7 @@ def benchmark_model(name: str, artifact: Path, units: list[str], args, peaks: di
         results[variant.key] = entry
     return {
         "description": MODELS[name],
-        "artifact": str(artifact) if name == "small" else "temporary folder (random weights)",
+        "artifact": str(artifact) if name == "trained" else "temporary folder (random weights)",
         "shape": shape,
         "parameters": clf.model.num_parameters(),
         "max_length": clf.max_length,
@@ -294,8 +334,8 @@ def print_model(name: str, result: dict) -> None:
     for note in notes:
         print(note)
     s = result["speedups"]
-    print("speed-ups: " + ", ".join(f"{k} {v:.2f}x" if v else f"{k} -" for k, v in s.items() if k != "best")
-          + (f" (best = {s['best']})" if s["best"] else ""))
+    print("speed-ups: " + ", ".join(f"{k} {v:.2f}x" if v else f"{k} -" for k, v in s.items() if "/" in k)
+          + (f" (best = {s['best']}, best ONNX Runtime = {s['best_ort']})" if s["best"] else ""))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -306,12 +346,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--units", type=positive_int, default=2000, help="units scored per repeat (default 2000)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed repeats per variant; the median is reported (default 3)")
-    parser.add_argument("--models", type=lambda v: parse_choices(v, list(MODELS)), default=list(MODELS),
-                        help="small (trained artifact), base (BERT-base-sized, random weights); default small,base")
+    parser.add_argument("--models", type=lambda v: parse_choices(v, list(MODELS)), default=["trained"],
+                        help="trained (the --artifact), base (BERT-base-sized, random weights); default trained")
     parser.add_argument("--variants", type=lambda v: parse_choices(v, list(VARIANTS)),
                         default=list(VARIANTS),
-                        help="a pipeline per unit, b pipeline batched, c fp32, d bf16, e int8, f ONNX Runtime "
-                             "(default a,b,c,d,e,f)")
+                        help="a pipeline per unit, b pipeline batched, c fp32, d bf16, e int8, f ONNX Runtime fp32, "
+                             "g ONNX Runtime int8 (default all)")
     parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT,
                         help=f"trained artifact folder (default {DEFAULT_ARTIFACT})")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="Classifier batch size (default 64, as serving)")
@@ -333,14 +373,23 @@ def main(argv: list[str] | None = None) -> int:
     quiet_transformers()
     units = benchmark_units(args.units, args.seed)
     report = header("inference", {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
-    peaks = {"fp32": matmul_peak_gflops("fp32"), "bf16": matmul_peak_gflops("bf16")}
-    report["matmul_peak_gflops"] = {**peaks, "method": "torch.matmul 2048x2048, median of 3 x 5 calls; "
-                                    "int8 variants are compared with the bf16 peak"}
+    from training.runtime import cpu_has_native_bf16
+
+    # Without AVX-512 BF16 or AMX a bf16 matmul is emulated and takes minutes at this size; the
+    # variants that would be compared with it (bf16, int8) are then compared with the fp32 peak.
+    native = cpu_has_native_bf16()
+    peaks = {"fp32": matmul_peak_gflops("fp32")}
+    peaks["bf16"] = matmul_peak_gflops("bf16") if native else peaks["fp32"]
+    report["matmul_peak_gflops"] = {**peaks, "bf16_native": native,
+                                    "method": "torch.matmul 2048x2048, median of 3 x 5 calls; int8 variants are "
+                                              "compared with the bf16 peak" + ("" if native else
+                                              "; no native bf16 on this CPU, so bf16 = the fp32 peak")}
     print(f"{report['machine']['cpu_model']}, {args.threads} threads; matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, "
-          f"bf16 {peaks['bf16']:.0f} GFLOP/s; {len(units)} units x {args.repeats} repeats")
+          + (f"bf16 {peaks['bf16']:.0f} GFLOP/s" if native else "no native bf16")
+          + f"; {len(units)} units x {args.repeats} repeats")
     report["models"] = {}
     for name in args.models:
-        if name == "small":
+        if name == "trained":
             report["models"][name] = benchmark_model(name, args.artifact, units, args, peaks)
         else:
             with tempfile.TemporaryDirectory(prefix="bench-base-") as tmp:

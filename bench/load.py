@@ -1,6 +1,6 @@
 """Bounded load test: 32 users against a real `bentoml serve` on 127.0.0.1 for a fixed time.
 
-    python -m bench.load                                  # artifacts/offline-small, 60 s
+    python -m bench.load                                  # artifacts/offline-e5-small, 60 s
     python -m bench.load --duration 30 --artifact artifacts/offline-small
     python -m bench.load --users 8 --page-share 0
 

@@ -1,6 +1,6 @@
 """Batch scoring throughput: the Ray Data engine against the in-process engine, and Ray actors 1 vs 2.
 
-    python -m bench.ray_scoring                                   # 5,000 units, artifacts/offline-small
+    python -m bench.ray_scoring                                   # 5,000 units, artifacts/offline-e5-small
     python -m bench.ray_scoring --model /path/to/artifact --units 5000 --repeats 1
 
 Every variant runs `python -m serving.batch`'s own `run` on the same crawl: the benchmark's

@@ -294,8 +294,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Throughput and p50/p95/p99 latency of a real bentoml serve (127.0.0.1) with adaptive batching "
                     "on and off, at several concurrency levels, against the in-process batch scorer.",
     )
-    parser.add_argument("--model", choices=["small", "base"], default="small",
-                        help="small: the trained artifact; base: BERT-base-sized random weights (default small)")
+    parser.add_argument("--model", choices=["trained", "base"], default="trained",
+                        help="trained: the --artifact; base: BERT-base-sized random weights (default trained)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "int8", "auto"], default="fp32",
                         help="FIC_PRECISION for the server and the in-process reference (default fp32)")
     parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT,
@@ -331,9 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     report = header("serving", {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     try:
-        artifact = args.artifact if args.model == "small" else write_base_artifact(args.artifact, work / "bert-base-sized", args.seed)
-        report["model"] = {"name": args.model, "artifact": str(args.artifact) if args.model == "small" else "temporary (random weights)",
-                           "description": "trained offline-small" if args.model == "small" else "BERT-base-sized, random weights"}
+        artifact = args.artifact if args.model == "trained" else write_base_artifact(args.artifact, work / "bert-base-sized", args.seed)
+        report["model"] = {"name": args.model, "artifact": str(args.artifact) if args.model == "trained" else "temporary (random weights)",
+                           "description": "the trained artifact" if args.model == "trained" else "BERT-base-sized, random weights"}
         print(f"in-process reference on {len(units)} units ...", flush=True)
         report["offline"] = offline_reference(artifact, units, args.precision, args.max_batch_size, args.repeats,
                                               args.threads)
