@@ -19,7 +19,6 @@ if not __package__:  # run as a file, `bench.common` would not import
     sys.exit("run it from the repository root as a module: python -m bench.inference --help")
 
 import argparse
-import copy
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,67 +128,23 @@ def classifier_variant(key: str, clf, precision: str, label: str) -> Variant:
     return Variant(key, label, peak, twin.probabilities, lambda lengths: padded_shapes(lengths, clf.batch_size, True))
 
 
-def export_onnx(clf, path: Path) -> Path:
-    """The classifier's logits as an ONNX graph (torch.onnx.export), batch and sequence axes dynamic."""
-    import torch
+def ort_variant(key: str, clf, workdir: Path, precision: str, label: str) -> Variant:
+    """ONNX Runtime through our Classifier (precision onnx or onnx-int8: the same tokenisation and
+    length-sorted batches as c, the exported graph in place of the torch module)."""
+    from training import onnx_runtime
+    from training.predict import Classifier
 
-    class Logits(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask):
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-
-    sample = clf.tokenizer(["样例文本", "另一个稍长一些的样例文本"], padding=True, return_tensors="pt")
-    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-            "logits": {0: "batch"}}
-    with torch.inference_mode():
-        # Tracing a copy: exporting the live model left it giving different outputs afterwards.
-        torch.onnx.export(Logits(copy.deepcopy(clf.model).eval()), (sample["input_ids"], sample["attention_mask"]), str(path),
-                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                          dynamic_axes=axes, dynamo=False)
-    return path
-
-
-def ort_variant(key: str, clf, workdir: Path, threads: int, int8: bool, label: str) -> Variant:
-    """ONNX Runtime on the exported graph (fp32, or its dynamic int8 quantisation), fed the same
-    length-sorted padded batches as Classifier."""
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        return Variant(key, label, "fp32", skipped=f"onnxruntime not installed ({exc}): pip install -e '.[bench]'")
-    fp32 = workdir / "model.onnx"
-    if not fp32.exists():
-        export_onnx(clf, fp32)
-    path = fp32
-    if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        path = workdir / "model-int8.onnx"
-        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def run(texts: list[str]) -> np.ndarray:
-        encoded = clf.encode(texts)[0]
-        out = np.zeros((len(encoded), len(clf.directions)), dtype=np.float32)
-        order = np.argsort([len(ids) for ids in encoded], kind="stable")
-        for start in range(0, len(order), clf.batch_size):
-            idx = order[start:start + clf.batch_size]
-            batch = clf.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="np")
-            logits = session.run(["logits"], {"input_ids": batch["input_ids"].astype(np.int64),
-                                              "attention_mask": batch["attention_mask"].astype(np.int64)})[0]
-            out[idx] = 1 / (1 + np.exp(-logits))
-        return out
-
-    return Variant(key, label, "fp32" if not int8 else "bf16", run,
+    if not onnx_runtime.available():
+        return Variant(key, label, "fp32", skipped=f"ONNX Runtime not installed: {onnx_runtime.INSTALL_HINT}")
+    twin = Classifier(clf.model, clf.tokenizer, clf.directions, clf.thresholds, clf.other, clf.max_length,
+                      batch_size=clf.batch_size, meta=clf.meta, text_prefix=clf.text_prefix)
+    twin.model_dir = workdir  # the exported graphs go to a temporary folder, not the artifact
+    twin.set_precision(precision)
+    return Variant(key, label, "fp32" if precision == "onnx" else "bf16", twin.probabilities,
                    lambda lengths: padded_shapes(lengths, clf.batch_size, True))
 
 
-def make_variants(keys: list[str], clf, workdir: Path, threads: int, pipeline_batch: int) -> list[Variant]:
+def make_variants(keys: list[str], clf, workdir: Path, pipeline_batch: int) -> list[Variant]:
     labels = {k: v.format(pipeline_batch=pipeline_batch) for k, v in VARIANTS.items()}
     makers = {
         "a": lambda: pipeline_variant("a", clf, None, labels["a"]),
@@ -197,8 +152,8 @@ def make_variants(keys: list[str], clf, workdir: Path, threads: int, pipeline_ba
         "c": lambda: classifier_variant("c", clf, "fp32", labels["c"]),
         "d": lambda: classifier_variant("d", clf, "bf16", labels["d"]),
         "e": lambda: classifier_variant("e", clf, "int8", labels["e"]),
-        "f": lambda: ort_variant("f", clf, workdir, threads, False, labels["f"]),
-        "g": lambda: ort_variant("g", clf, workdir, threads, True, labels["g"]),
+        "f": lambda: ort_variant("f", clf, workdir, "onnx", labels["f"]),
+        "g": lambda: ort_variant("g", clf, workdir, "onnx-int8", labels["g"]),
     }
     variants = []
     for key in keys:
@@ -272,7 +227,7 @@ def benchmark_model(name: str, artifact: Path, units: list[str], args, peaks: di
     lengths = [len(ids) for ids in encoded]
     shape = model_shape(clf.model.config)
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as workdir:
-        variants = make_variants(args.variants, clf, Path(workdir), args.threads, args.pipeline_batch)
+        variants = make_variants(args.variants, clf, Path(workdir), args.pipeline_batch)
         seconds, probs, failed = time_variants(variants, units, args.repeats, min(args.warmup, len(units)))
     # The fp32 reference for agreement: variant c's output, or an untimed fp32 pass.
     reference = probs["c"] if "c" in probs else clf.probabilities(units)

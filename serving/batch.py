@@ -167,9 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="units per model call (default 64)")
     parser.add_argument("--chunk-units", type=int, default=2048,
                         help="local engine: about how many units to length-sort and score together (default 2048)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8"],
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8"],
                         help="auto (default): the precision recorded with the model (by python -m serving.package), "
-                             "else decided once and recorded; fp32 is exact")
+                             "else decided once and recorded; fp32 is exact; onnx and onnx-int8 run ONNX Runtime "
+                             "(pip install -e '.[onnx]')")
     parser.add_argument("--max-units-per-doc", type=int, default=DEFAULT_MAX_UNITS_PER_DOC,
                         help=f"score at most this many units of one document; the summary says when a document "
                              f"was cut (default {DEFAULT_MAX_UNITS_PER_DOC})")

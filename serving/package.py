@@ -8,8 +8,10 @@ metrics and scoring precision as BentoML metadata, so `bentoml models get TAG`
 tells what it is without loading it.
 
 Precision is decided here, once: `--precision auto` (default) keeps a choice already
-recorded in the artifact (precision.json), else times fp32/bf16/int8 on the artifact's
-calibration units and keeps the fastest that agrees with fp32 on >= 99% of label sets.
+recorded in the artifact (precision.json), else times fp32/bf16/int8 (and ONNX Runtime's
+onnx/onnx-int8 when the onnx extra is installed) on the artifact's calibration units and
+keeps the fastest that agrees with fp32 on >= 99% of label sets. An ONNX choice stores its
+graph (model.onnx or model-int8.onnx) with the model, so the service never exports at start.
 The choice is written to the stored model's precision.json, which the service and the
 batch scorer read at every load (unless told otherwise), so restarts and resumes score
 with the same precision.
@@ -23,6 +25,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from training.onnx_runtime import ONNX_FILES
 from training.predict import (CALIBRATION_FILE, PRECISION_FILE, PRECISIONS, ArtifactError, Classifier,
                               read_artifact_meta, record_precision, recorded_precision)
 
@@ -50,6 +53,8 @@ def package(artifact_dir: str | Path, name: str = DEFAULT_NAME, precision: str =
     source = Path(artifact_dir)
     meta = read_artifact_meta(source)
     decided = decide_precision(source, precision)
+    if decided["precision"] in ONNX_FILES and not (source / ONNX_FILES[decided["precision"]]).is_file():
+        Classifier.from_artifact(source, precision=decided["precision"])  # exports the graph into the artifact
     metadata = {
         "labels": meta["labels"],
         "directions": meta["directions"],
@@ -70,7 +75,10 @@ def package(artifact_dir: str | Path, name: str = DEFAULT_NAME, precision: str =
         metadata=metadata,
     ) as model_ref:
         for item in source.iterdir():
-            # Checkpoint folders left by an interrupted run are not part of the model.
+            # Checkpoint folders left by an interrupted run are not part of the model, nor are ONNX
+            # graphs exported for a precision other than the chosen one (auto times them all).
+            if item.name in ONNX_FILES.values() and item.name != ONNX_FILES.get(decided["precision"]):
+                continue
             if item.is_file() and item.name != PRECISION_FILE:
                 shutil.copy2(item, Path(model_ref.path) / item.name)
         if not record_precision(model_ref.path, decided):

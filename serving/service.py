@@ -20,8 +20,8 @@ Settings come from the environment, read once at import:
     FIC_MAX_PAGE_UNITS    most units a page may split into (default 2000); more gets 413
     FIC_MAX_BODY_BYTES    largest request body (default 8 MiB); more gets 413 before it is read
     FIC_THREADS           torch threads per worker (default: the CPU quota)
-    FIC_PRECISION         fp32, bf16, fp16 (GPU), int8 (CPU) or auto (default): auto keeps the fastest
-                          variant whose label sets agree with fp32 on >= 99% of held-out units
+    FIC_PRECISION         fp32, bf16, fp16 (GPU), int8, onnx, onnx-int8 (CPU; onnx needs the onnx extra)
+                          or auto (default): the precision recorded with the model by serving.package
 
 Length policy: a text longer than FIC_MAX_TEXT_CHARS is rejected (400) — send whole
 pages to /classify_page, which splits them. A text within the limit but longer than

@@ -95,7 +95,7 @@ def test_bad_override_on_the_command_line(tmp_path) -> None:
     assert "unknown config key(s) train.epoch" in result.stderr
 
 
-@pytest.mark.parametrize("precision, max_diff", [("bf16", 0.03), ("int8", 0.05)])
+@pytest.mark.parametrize("precision, max_diff", [("bf16", 0.03), ("int8", 0.05), ("onnx", 1e-4), ("onnx-int8", 0.05)])
 def test_faster_precisions_stay_close_to_fp32(tiny_artifact, precision, max_diff) -> None:
     texts = seed_texts()
     reference = Classifier.from_artifact(tiny_artifact)

@@ -21,10 +21,14 @@ log = logging.getLogger(__name__)
 
 ARTIFACT_FILE = "artifact.json"
 CALIBRATION_FILE = "calibration.txt"  # held-out cleaned units, one per line, for precision=auto
-PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
+# onnx / onnx-int8: ONNX Runtime on the exported graph, fp32 or int8 weights (training/onnx_runtime.py).
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8", "auto")
 # precision=auto accepts a faster variant only if it gives the same label set as fp32 on
 # at least this share of the calibration units.
 AUTO_MIN_AGREEMENT = 0.99
+# ... and only if it is at least this much faster than the best so far: a variant that merely
+# ties fp32 on the calibration units (timing noise) is not worth a second copy of the model.
+AUTO_MIN_SPEEDUP = 1.05
 # The precision decided once for a model (by `python -m serving.package` or the first
 # precision=auto load) and read by every later load, so the same model gives the same scores.
 PRECISION_FILE = "precision.json"
@@ -135,7 +139,8 @@ class Classifier:
         self.batch_size = batch_size
         self.meta = meta or {}
         self.precision = "fp32"
-        self._runner = self.model  # the module that runs forward passes: the model or its int8 copy
+        self._runner = self.model  # what runs forward passes: the model, its int8 copy or an ONNX Runtime session
+        self.model_dir: Path | None = None  # where an exported ONNX graph is kept (the artifact folder)
 
     @property
     def device(self):
@@ -147,15 +152,19 @@ class Classifier:
 
         if self.device.type == "cuda":
             return ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
+        from training import onnx_runtime
         from training.runtime import cpu_has_native_bf16
 
-        return ["fp32", "bf16", "int8"] if cpu_has_native_bf16() else ["fp32", "int8"]
+        options = ["fp32", "bf16", "int8"] if cpu_has_native_bf16() else ["fp32", "int8"]
+        return options + (["onnx", "onnx-int8"] if onnx_runtime.available() else [])
 
     def set_precision(self, precision: str, calibration: Sequence[str] | None = None) -> str:
-        """Run forward passes in fp32, bf16 or fp16 autocast, or int8 dynamic quantization.
+        """Run forward passes in fp32, bf16 or fp16 autocast, int8 dynamic quantization, or
+        ONNX Runtime (onnx: fp32, onnx-int8: int8 weights) on the exported graph.
 
         `auto` times every variant this device offers on the calibration units and keeps
-        the fastest whose label sets agree with fp32 on >= AUTO_MIN_AGREEMENT of them.
+        the fastest whose label sets agree with fp32 on >= AUTO_MIN_AGREEMENT of them and that beats
+        the best so far by AUTO_MIN_SPEEDUP.
         """
         import torch
 
@@ -163,7 +172,16 @@ class Classifier:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if precision == "auto":
             precision = self._pick_precision(calibration)
-        if precision == "int8":
+        if precision in ("onnx", "onnx-int8"):
+            from training import onnx_runtime
+
+            if self.device.type != "cpu":
+                raise ValueError("the onnx precisions run ONNX Runtime on the CPU; use fp16 or bf16 on a GPU")
+            if not onnx_runtime.available():
+                raise ValueError(f"precision {precision} needs ONNX Runtime: {onnx_runtime.INSTALL_HINT}")
+            graph = onnx_runtime.graph_for(precision, self.model, self.tokenizer, self.model_dir)
+            self._runner = onnx_runtime.OrtRunner(graph)
+        elif precision == "int8":
             if self.device.type != "cpu":
                 raise ValueError("int8 dynamic quantization runs on the CPU only; use fp16 or bf16 on a GPU")
             import copy
@@ -211,7 +229,7 @@ class Classifier:
                      option, len(texts) / seconds, agreement)
             self.precision_report["options"][option] = {"units_per_s": round(len(texts) / seconds, 1),
                                                         "agreement_with_fp32": round(agreement, 4)}
-            if agreement >= AUTO_MIN_AGREEMENT and seconds < results[best][0]:
+            if agreement >= AUTO_MIN_AGREEMENT and seconds * AUTO_MIN_SPEEDUP < results[best][0]:
                 best = option
         log.info("precision=auto chose %s", best)
         self.precision_report["precision"] = best
@@ -244,6 +262,7 @@ class Classifier:
         classifier = cls(model, tokenizer, meta["directions"], meta["thresholds"], meta["other"],
                          meta["max_length"], batch_size=batch_size, meta=meta,
                          text_prefix=meta.get("text_prefix", ""))
+        classifier.model_dir = path
         classifier.precision_source = "argument"
         if precision in (None, "auto"):
             record = recorded_precision(path)
