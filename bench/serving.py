@@ -105,9 +105,37 @@ def wait_ready(proc: subprocess.Popen, url: str, log_path: Path, timeout: float)
     raise RuntimeError(f"bentoml serve was not ready after {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds (user + system) used so far by a process and all its live descendants, from /proc:
+    the server's own cost (arbiter and workers), whatever the load generator beside it does."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parent, cpu = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended between listing and reading
+            continue
+        # fields after "comm)": state ppid pgrp session ... utime(11) stime(12)
+        parent[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+
+    def in_tree(pid: int) -> bool:
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    return sum(seconds for pid, seconds in cpu.items() if in_tree(pid))
+
+
 @contextmanager
-def bentoml_server(env: dict, log_path: Path, ready_timeout: float) -> Iterator[tuple[str, float]]:
-    """Start `bentoml serve` on a free loopback port; yield (url, seconds to ready); always stop it."""
+def bentoml_server(env: dict, log_path: Path, ready_timeout: float) -> Iterator[tuple[str, float, int]]:
+    """Start `bentoml serve` on a free loopback port; yield (url, seconds to ready, its pid);
+    always stop it."""
     port = free_port()
     url = f"http://{HOST}:{port}"
     started = time.perf_counter()
@@ -119,7 +147,7 @@ def bentoml_server(env: dict, log_path: Path, ready_timeout: float) -> Iterator[
         )
         try:
             wait_ready(proc, url, log_path, ready_timeout)
-            yield url, time.perf_counter() - started
+            yield url, time.perf_counter() - started, proc.pid
         finally:
             stop(proc)
 
@@ -183,11 +211,17 @@ async def _drive(url: str, texts: list[str], concurrency: int, timeout: float) -
     return LoadRun(latencies, len(errors), errors[0] if errors else None, wall)
 
 
-def measure_level(url: str, units: list[str], warmup: list[str], concurrency: int, repeats: int, timeout: float) -> dict:
+def measure_level(url: str, units: list[str], warmup: list[str], concurrency: int, repeats: int, timeout: float,
+                  server_pid: int) -> dict:
     asyncio.run(_drive(url, warmup, concurrency, timeout))  # connections opened, batcher and kernels warmed
-    runs = [asyncio.run(_drive(url, units, concurrency, timeout)).summary() for _ in range(repeats)]
+    runs = []
+    for _ in range(repeats):
+        cpu_before = tree_cpu_seconds(server_pid)
+        run = asyncio.run(_drive(url, units, concurrency, timeout)).summary()
+        run["server_cpu_ms_per_unit"] = (tree_cpu_seconds(server_pid) - cpu_before) * 1000 / len(units)
+        runs.append(run)
     out = {key: median([r[key] for r in runs]) if all(r[key] is not None for r in runs) else None
-           for key in ("throughput_rps", "p50_ms", "p95_ms", "p99_ms")}
+           for key in ("throughput_rps", "p50_ms", "p95_ms", "p99_ms", "server_cpu_ms_per_unit")}
     out["errors"] = sum(r["errors"] for r in runs)
     out["first_error"] = next((r["first_error"] for r in runs if r["first_error"]), None)
     out["repeats"] = runs
@@ -199,14 +233,16 @@ def benchmark_server(args, bento_home: Path, tag: str, batching: bool, units: li
 
     name = "on" if batching else "off"
     log_path = log_dir / f"serve-batching-{name}.log"
-    with bentoml_server(server_env(args, bento_home, tag, batching), log_path, args.ready_timeout) as (url, startup):
+    with bentoml_server(server_env(args, bento_home, tag, batching), log_path, args.ready_timeout) as (url, startup, server_pid):
         metadata = httpx.get(f"{url}/metadata", timeout=30, trust_env=False).json()
         warmup = units[: args.warmup]
         levels = {}
         for concurrency in args.concurrency:
-            levels[str(concurrency)] = measure_level(url, units, warmup, concurrency, args.repeats, args.request_timeout)
+            levels[str(concurrency)] = measure_level(url, units, warmup, concurrency, args.repeats, args.request_timeout,
+                                                     server_pid)
             level = levels[str(concurrency)]
-            print(f"  batching {name}, concurrency {concurrency}: {level['throughput_rps']:.1f} req/s"
+            print(f"  batching {name}, concurrency {concurrency}: {level['throughput_rps']:.1f} req/s, "
+                  f"server CPU {level['server_cpu_ms_per_unit']:.1f} ms/unit"
                   + (f", {level['errors']} errors" if level["errors"] else ""), flush=True)
     return {"startup_seconds": startup, "metadata": {k: metadata.get(k) for k in ("model", "precision", "threads", "batching")},
             "levels": levels}
@@ -224,12 +260,15 @@ def offline_reference(artifact: Path, units: list[str], precision: str, batch_si
     threads = configure_threads(threads)  # as many threads as the server's worker gets
     clf = Classifier.from_artifact(artifact, batch_size=batch_size, precision=precision)
     clf.predict(units[:batch_size], already_clean=True)  # warm-up
-    batch_seconds, single_medians = [], []
+    batch_seconds, single_medians, cpu_ms = [], [], []
     for _ in range(repeats):
+        cpu_before = time.process_time()  # every thread of this process
         batch_seconds.append(time_call(lambda: clf.predict(units, already_clean=True))[0])
+        cpu_ms.append((time.process_time() - cpu_before) * 1000 / len(units))
         single_medians.append(median([time_call(lambda: clf.predict([unit], already_clean=True))[0] for unit in units]))
     return {"precision": clf.precision, "threads": threads, "batch_size": batch_size, "units": len(units),
             "batch_seconds": batch_seconds, "batch_throughput_ups": len(units) / median(batch_seconds),
+            "batch_cpu_ms_per_unit": median(cpu_ms),
             "single_unit_ms_per_repeat": [s * 1000 for s in single_medians],
             "single_unit_ms": median(single_medians) * 1000}
 
@@ -242,7 +281,11 @@ def ratios(servers: dict, offline: dict, low: int, high: int) -> dict:
         return a / b if a is not None and b else None
 
     on_hi, off_hi = level("on", high).get("throughput_rps"), level("off", high).get("throughput_rps")
+    cpu = {f"server CPU per unit @{c} batching {name} / offline CPU per unit":
+           ratio(level(name, int(c)).get("server_cpu_ms_per_unit"), offline["batch_cpu_ms_per_unit"])
+           for name, server in servers.items() for c in server.get("levels", {})}
     return {
+        **cpu,
         f"service@{high} batching on / offline batch throughput": ratio(on_hi, offline["batch_throughput_ups"]),
         f"batching on / off @{high} (throughput)": ratio(on_hi, off_hi),
         f"p99@{low} batching on / single-unit time": ratio(level("on", low).get("p99_ms"), offline["single_unit_ms"]),
@@ -258,11 +301,12 @@ def print_report(report: dict) -> None:
     for name, server in report["servers"].items():
         for concurrency, level in server["levels"].items():
             rows.append([name, int(concurrency), level["throughput_rps"], level["p50_ms"], level["p95_ms"],
-                         level["p99_ms"], level["errors"]])
+                         level["p99_ms"], level["server_cpu_ms_per_unit"], level["errors"]])
     s = report["settings"]
     print(f"\n{report['model']['description']}, precision {s['precision']}, {s['requests']} requests per level "
           f"x {s['repeats']} repeats (medians)")
-    print(format_table(["batching", "concurrency", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"], rows))
+    print(format_table(["batching", "concurrency", "req/s", "p50 ms", "p95 ms", "p99 ms", "server CPU ms/unit",
+                        "errors"], rows))
     for name, server in report["servers"].items():
         for concurrency, level in server["levels"].items():
             if level["first_error"]:
@@ -273,7 +317,8 @@ def print_report(report: dict) -> None:
                           "FIC_MAX_LATENCY_MS; see --max-latency-ms)")
     offline = report["offline"]
     print(f"offline batch scorer: {offline['batch_throughput_ups']:.1f} units/s (batch {offline['batch_size']}, "
-          f"{offline['precision']}); single unit in-process: {offline['single_unit_ms']:.1f} ms")
+          f"{offline['precision']}, {offline['batch_cpu_ms_per_unit']:.1f} CPU ms/unit); single unit in-process: "
+          f"{offline['single_unit_ms']:.1f} ms")
     for name, value in report["ratios"].items():
         print(f"{name}: {value:.2f}" if value is not None else f"{name}: -")
     if report["levels_with_errors"]:

@@ -1,13 +1,18 @@
 """Training speed on the CPU: samples/s and seconds per epoch, fp32 vs bf16 autocast.
 
-    python -m bench.training                         # small: 60 steps, base: 20 steps, 3 repeats
+    python -m bench.training                         # the e5 recipe, word embeddings frozen and not
+    python -m bench.training --models small,base     # from-scratch shapes: small 60 steps, base 20
     python -m bench.training --models small --steps 5 --repeats 1
 
-For an offline-small-shaped model (4 layers, hidden 256, the corpus character vocabulary)
-and a BERT-base-sized one (12 layers, hidden 768, vocabulary 21,128), both from random
-weights: AdamW steps on batches of real units tokenised to a fixed max_length, after a
-few untimed warm-up steps. Repeats are interleaved across precisions. Seconds per epoch
-is the corpus size divided by samples/s.
+e5: the default model's real recipe (configs/offline-e5-small.yaml): the pretrained
+multilingual-e5-small with mean pooling, its "query: " prefix, word embeddings frozen
+("e5") or trained ("e5-unfrozen"), and the recipe's two-learning-rate AdamW. small and base:
+an offline-small-shaped model (4 layers, hidden 256, the corpus character vocabulary) and a
+BERT-base-sized one (12 layers, hidden 768, vocabulary 21,128) from random weights with one
+AdamW. All take steps on batches of real units tokenised to a fixed max_length, after a few
+untimed warm-up steps; repeats are interleaved across precisions. Seconds per epoch is the
+corpus size divided by samples/s. bf16 is timed only on CPUs with native bf16 (AVX-512 BF16
+or AMX): emulated, it is many times slower than fp32 and nobody would train that way.
 """
 
 from __future__ import annotations
@@ -41,11 +46,14 @@ from bench.common import (
 )
 
 SHAPES: dict[str, BertShape] = {"small": SMALL, "base": BASE}
-DEFAULT_STEPS = {"small": 60, "base": 20}  # about the same wall time per model at stack-notes speeds
+MODELS = ("e5", "e5-unfrozen", "small", "base")
+DEFAULT_STEPS = {"small": 60, "base": 20, "e5": 20, "e5-unfrozen": 20}  # similar wall time per model
+E5_CONFIG = ROOT / "configs" / "offline-e5-small.yaml"
 PRECISIONS = ("fp32", "bf16")
 
 
-def make_batches(tokenizer, corpus, directions: list[str], batch_size: int, max_length: int, count: int, seed: int) -> list[dict]:
+def make_batches(tokenizer, corpus, directions: list[str], batch_size: int, max_length: int, count: int, seed: int,
+                 prefix: str = "") -> list[dict]:
     """`count` batches of real units with their multi-hot labels, padded to max_length.
 
     Fixed-length padding makes every step the same size, so fp32 and bf16 (and repeats)
@@ -60,7 +68,7 @@ def make_batches(tokenizer, corpus, directions: list[str], batch_size: int, max_
     batches = []
     for b in range(count):
         chosen = [corpus[order[(b * batch_size + k) % len(order)]] for k in range(batch_size)]
-        enc = tokenizer([u.text for u in chosen], truncation=True, max_length=max_length, padding="max_length",
+        enc = tokenizer([prefix + u.text for u in chosen], truncation=True, max_length=max_length, padding="max_length",
                         return_tensors="pt")
         labels = torch.zeros(batch_size, len(directions))
         for row, unit in enumerate(chosen):
@@ -74,11 +82,11 @@ def make_batches(tokenizer, corpus, directions: list[str], batch_size: int, max_
 class StepRunner:
     """One model and its AdamW optimizer at one precision; `steps(n)` runs n optimizer steps."""
 
-    def __init__(self, model, precision: str, batches: list[dict], lr: float):
+    def __init__(self, model, precision: str, batches: list[dict], lr: float, optimizer=None):
         import torch
 
         self.model = model.train()  # dropout on, as in training
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+        self.optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
         self.dtype = torch.bfloat16 if precision == "bf16" else None
         self.batches = batches
         self.position = 0
@@ -97,16 +105,44 @@ class StepRunner:
             self.optimizer.zero_grad(set_to_none=True)
 
 
+def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str]) -> "StepRunner":
+    """The default recipe's model and optimizer, as training.train builds them."""
+    import torch
+
+    from training.config import load_config
+    from training.model import build_model
+    from training.taxonomy import load_taxonomy
+    from training.train import make_optimizer
+
+    cfg = load_config(E5_CONFIG, [f"model.freeze_word_embeddings={str(frozen).lower()}"])
+    torch.manual_seed(args.seed)
+    model, tokenizer = build_model(cfg.model, load_taxonomy(ROOT / cfg.data.taxonomy), [], args.max_length)
+    batches = make_batches(tokenizer, corpus, directions, args.batch_size, args.max_length,
+                           args.warmup_steps + (args.steps or DEFAULT_STEPS["e5"]) * args.repeats, args.seed,
+                           prefix=cfg.model.text_prefix)
+    return StepRunner(model, precision, batches, cfg.train.learning_rate, optimizer=make_optimizer(model, cfg))
+
+
 def benchmark_model(name: str, args, corpus, directions: list[str]) -> dict:
-    shape = SHAPES[name]
+    from training.runtime import cpu_has_native_bf16
+
     steps = args.steps or DEFAULT_STEPS[name]
     trainers: dict[str, StepRunner] = {}
+    skipped = {}
     for precision in args.precisions:
+        if precision == "bf16" and not cpu_has_native_bf16():
+            skipped[precision] = "no native bf16 on this CPU (AVX-512 BF16 or AMX): emulated bf16 is slower than fp32"
+            continue
+        if name.startswith("e5"):
+            trainers[precision] = e5_trainer(name == "e5", precision, args, corpus, directions)
+            continue
         # The same seed for each precision: both start from identical weights.
-        model, tokenizer = build_bert(shape, [u.text for u in corpus], directions, args.max_length, args.seed)
+        model, tokenizer = build_bert(SHAPES[name], [u.text for u in corpus], directions, args.max_length, args.seed)
         batches = make_batches(tokenizer, corpus, directions, args.batch_size, args.max_length,
                                args.warmup_steps + steps * args.repeats, args.seed)
         trainers[precision] = StepRunner(model, precision, batches, args.lr)
+    if not trainers:
+        return {"steps": steps, "skipped": skipped, "precisions": {}, "parameters": 0, "bf16_over_fp32": None}
     for trainer in trainers.values():
         trainer.steps(args.warmup_steps)  # allocator, kernel choice and optimizer state are set up here
     seconds: dict[str, list[float]] = {p: [] for p in trainers}
@@ -125,7 +161,9 @@ def benchmark_model(name: str, args, corpus, directions: list[str]) -> dict:
     return {
         "shape": model_shape(first.config),
         "parameters": first.num_parameters(),
+        "trainable_parameters": sum(p.numel() for p in first.parameters() if p.requires_grad),
         "steps": steps,
+        "skipped": skipped,
         "precisions": results,
         "bf16_over_fp32": bf16["samples_per_s"] / fp32["samples_per_s"] if fp32 and bf16 else None,
     }
@@ -136,26 +174,31 @@ def print_report(report: dict) -> None:
     for name, result in report["models"].items():
         for precision, r in result["precisions"].items():
             ratio = result["bf16_over_fp32"] if precision == "bf16" else None
-            rows.append([name, result["parameters"] / 1e6, precision, result["steps"], r["samples_per_s"],
-                         r["seconds_per_step"], r["seconds_per_epoch"], f"{ratio:.2f}x" if ratio else None])
+            rows.append([name, result["parameters"] / 1e6, result.get("trainable_parameters", 0) / 1e6, precision,
+                         result["steps"], r["samples_per_s"], r["seconds_per_step"], r["seconds_per_epoch"],
+                         f"{ratio:.2f}x" if ratio else None])
+        for precision, reason in result.get("skipped", {}).items():
+            rows.append([name, None, None, precision, None, None, None, None, f"skipped: {reason}"])
     s = report["settings"]
     print(f"\nbatch {s['batch_size']} x {s['max_length']} tokens, AdamW, medians of {s['repeats']} repeats; "
           f"epoch = {report['corpus_units']} units")
-    print(format_table(["model", "M params", "precision", "steps", "samples/s", "s/step", "s/epoch", "bf16/fp32"], rows))
+    print(format_table(["model", "M params", "M trained", "precision", "steps", "samples/s", "s/step", "s/epoch",
+                        "bf16/fp32"], rows))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.training",
-        description="Training samples/s and seconds per epoch on the CPU, fp32 vs bf16 autocast, for an "
-                    "offline-small-shaped and a BERT-base-sized model.",
+        description="Training samples/s and seconds per epoch on the CPU, fp32 vs bf16 autocast, for the e5 "
+                    "recipe (word embeddings frozen or trained) and from-scratch small and BERT-base-sized models.",
     )
-    parser.add_argument("--models", type=lambda v: parse_choices(v, list(SHAPES)), default=list(SHAPES),
-                        help="small (4 layers, hidden 256), base (12 layers, hidden 768); default small,base")
+    parser.add_argument("--models", type=lambda v: parse_choices(v, list(MODELS)), default=["e5", "e5-unfrozen"],
+                        help="e5, e5-unfrozen (the default recipe, word embeddings frozen / trained), small "
+                             "(4 layers, hidden 256), base (12 layers, hidden 768); default e5,e5-unfrozen")
     parser.add_argument("--precisions", type=lambda v: parse_choices(v, list(PRECISIONS)),
                         default=list(PRECISIONS), help="default fp32,bf16")
     parser.add_argument("--steps", type=positive_int, default=None,
-                        help="timed optimizer steps per repeat (default 60 for small, 20 for base)")
+                        help="timed optimizer steps per repeat (default 60 for small, 20 for the others)")
     parser.add_argument("--warmup-steps", type=int, default=3, help="untimed steps first (default 3)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed repeats; the median is reported (default 3)")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="default 16, as configs/offline-small.yaml")
