@@ -113,15 +113,20 @@ def pipeline_variant(key: str, clf, batch_size: int | None, label: str) -> Varia
     return Variant(key, label, "fp32", run, batches)
 
 
-def classifier_variant(key: str, clf, precision: str, label: str) -> Variant:
-    """Our Classifier at one precision, sharing the fp32 model's weights (int8 gets its own copy)."""
+def twin_of(clf):
+    """Another Classifier on the same weights, tokenizer, thresholds and prefix, to set its own precision."""
     from training.predict import Classifier
 
+    return Classifier(clf.model, clf.tokenizer, clf.directions, clf.thresholds, clf.other, clf.max_length,
+                      batch_size=clf.batch_size, meta=clf.meta, text_prefix=clf.text_prefix)
+
+
+def classifier_variant(key: str, clf, precision: str, label: str) -> Variant:
+    """Our Classifier at one precision, sharing the fp32 model's weights (int8 gets its own copy)."""
     if precision not in clf.available_precisions():
         return Variant(key, label, "bf16", skipped=f"{precision} not offered on this machine "
                        f"(available_precisions: {', '.join(clf.available_precisions())})")
-    twin = Classifier(clf.model, clf.tokenizer, clf.directions, clf.thresholds, clf.other, clf.max_length,
-                      batch_size=clf.batch_size, meta=clf.meta, text_prefix=clf.text_prefix)
+    twin = twin_of(clf)
     twin.set_precision(precision)
     # int8 has no matmul peak of its own here; it is compared with bf16, the fastest one measured.
     peak = "fp32" if precision == "fp32" else "bf16"
@@ -132,12 +137,10 @@ def ort_variant(key: str, clf, workdir: Path, precision: str, label: str) -> Var
     """ONNX Runtime through our Classifier (precision onnx or onnx-int8: the same tokenisation and
     length-sorted batches as c, the exported graph in place of the torch module)."""
     from training import onnx_runtime
-    from training.predict import Classifier
 
     if not onnx_runtime.available():
         return Variant(key, label, "fp32", skipped=f"ONNX Runtime not installed: {onnx_runtime.INSTALL_HINT}")
-    twin = Classifier(clf.model, clf.tokenizer, clf.directions, clf.thresholds, clf.other, clf.max_length,
-                      batch_size=clf.batch_size, meta=clf.meta, text_prefix=clf.text_prefix)
+    twin = twin_of(clf)
     twin.model_dir = workdir  # the exported graphs go to a temporary folder, not the artifact
     twin.set_precision(precision)
     return Variant(key, label, "fp32" if precision == "onnx" else "bf16", twin.probabilities,

@@ -96,6 +96,11 @@ def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_un
     from training.text import PREPROCESSING_VERSION
 
     path, name = resolve_model(model)
+    if precision in ("onnx", "onnx-int8"):
+        from training import onnx_runtime
+
+        if not onnx_runtime.available():  # checked here, not inside a Ray actor or after the model loaded
+            raise BatchError(f"--precision {precision} needs ONNX Runtime: {onnx_runtime.INSTALL_HINT}")
     if engine == "ray":
         import importlib.util
 
@@ -108,7 +113,10 @@ def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_un
         from training.predict import Classifier
 
         threads = configure_threads()
-        classifier = Classifier.from_artifact(path, batch_size=batch_size, precision=precision)
+        try:
+            classifier = Classifier.from_artifact(path, batch_size=batch_size, precision=precision)
+        except ValueError as exc:  # a precision this device cannot run (fp16 on a CPU, int8 on a GPU)
+            raise BatchError(f"--precision {precision}: {exc}") from None
         chosen = classifier.precision
     run_info = {"model": name, "model_id": model_id(path), "precision": chosen, "max_units_per_doc": max_units,
                 "preprocessing_version": PREPROCESSING_VERSION, "engine": engine}

@@ -25,6 +25,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from training import onnx_runtime
 from training.onnx_runtime import ONNX_FILES
 from training.predict import (CALIBRATION_FILE, PRECISION_FILE, PRECISIONS, ArtifactError, Classifier,
                               read_artifact_meta, record_precision, recorded_precision)
@@ -53,6 +54,9 @@ def package(artifact_dir: str | Path, name: str = DEFAULT_NAME, precision: str =
     source = Path(artifact_dir)
     meta = read_artifact_meta(source)
     decided = decide_precision(source, precision)
+    if decided["precision"] in ONNX_FILES and not onnx_runtime.available():
+        raise ArtifactError(f"--precision {decided['precision']} needs ONNX Runtime here and where the model is "
+                            f"served: {onnx_runtime.INSTALL_HINT}")
     if decided["precision"] in ONNX_FILES and not (source / ONNX_FILES[decided["precision"]]).is_file():
         Classifier.from_artifact(source, precision=decided["precision"])  # exports the graph into the artifact
     metadata = {
@@ -103,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         tag = package(args.artifact_dir, args.name, args.precision)
     except ArtifactError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a precision this machine cannot run, e.g. onnx without ONNX Runtime
+        print(f"error: --precision {args.precision}: {exc}", file=sys.stderr)
         return 2
     print(tag)
     return 0

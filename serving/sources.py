@@ -141,8 +141,13 @@ def _within(path: str, roots: list[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
+def _suffix(path: str) -> str:
+    """The file type of a path or URI (a URI's query string is not part of it)."""
+    return Path(path.partition("?")[0] if is_uri(path) else path).suffix.lower()
+
+
 def _classify(path: str, doc_id: str, in_folder: bool) -> FileTask | Outcome:
-    suffix = Path(path.partition("?")[0] if is_uri(path) else path).suffix.lower()
+    suffix = _suffix(path)
     if suffix in JSONL_SUFFIXES:
         return FileTask(path, doc_id, "jsonl")
     if suffix in TEXT_SUFFIXES | HTML_SUFFIXES or not in_folder:
@@ -304,7 +309,7 @@ class _Source:
 
     def __init__(self, path: str):
         self.name = path
-        self.suffix = Path(path.partition("?")[0] if is_uri(path) else path).suffix.lower()
+        self.suffix = _suffix(path)
         self.remote = is_uri(path)
         if self.remote:
             self.fs, self.path, _ = _split_uri(path)
