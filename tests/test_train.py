@@ -131,3 +131,22 @@ def test_mean_pooling_on_a_non_bert_checkpoint_says_what_to_set(tmp_path) -> Non
         load_pretrained(str(tmp_path), load_taxonomy(), 32, pooling="mean")
     # Not dressed up as a download/offline problem: the checkpoint loaded fine, the setting is wrong.
     assert "Cannot load" not in str(excinfo.value) and "HF_ENDPOINT" not in str(excinfo.value)
+
+
+def test_loading_a_pretrained_encoder_prints_no_transformers_warnings(tmp_path, capfd) -> None:
+    # Every fine-tune starts with a fresh head; transformers' tables about it (missing head weights,
+    # "layers were not sharded" on a plain CPU load) read like errors to a new user.
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    from training.model import load_pretrained
+    from training.taxonomy import load_taxonomy
+
+    BertTokenizer(vocab={"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "氢": 4}).save_pretrained(tmp_path)
+    BertModel(BertConfig(vocab_size=5, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=16)).save_pretrained(tmp_path)
+    capfd.readouterr()
+    for pooling in ("mean", "cls"):
+        model, _ = load_pretrained(str(tmp_path), load_taxonomy(), 32, pooling=pooling)
+        assert model.config.num_labels == len(load_taxonomy().directions)
+    err = capfd.readouterr().err
+    assert "sharded" not in err and "newly initialized" not in err.lower() and "MISSING" not in err, err

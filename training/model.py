@@ -186,13 +186,18 @@ def _load_quietly(cls, display: str, name: str, **kwargs):
     and which reads like an error; weights missing from the encoder itself are still reported."""
     from transformers.utils import logging as hf_logging
 
-    logger = hf_logging.get_logger("transformers.modeling_utils")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    # transformers checks a tensor-parallel plan whenever its loading logger is at WARNING or above,
+    # and then lists every layer as "not sharded" on a plain CPU load: quiet that logger too.
+    loggers = [hf_logging.get_logger(logger_name) for logger_name in
+               ("transformers.modeling_utils", "transformers.distributed.tensor_parallel")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         model, info = cls.from_pretrained(name, output_loading_info=True, **kwargs)
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
     missing = [key for key in info.get("missing_keys", []) if not key.startswith(_HEAD_PREFIXES)]
     if missing:
         log.warning("%d encoder weights are not in %s and start random (is it the checkpoint you meant?): %s",
