@@ -257,7 +257,10 @@ def benchmark_model(name: str, artifact: Path, units: list[str], args, peaks: di
             max_abs_prob_diff=max_diff,
         )
         results[variant.key] = entry
+    cost = forward_cost(clf, args.repeats, args.seed)
     return {
+        "forward_cost": cost,
+        "batch_plan": padding_of_small_batches(lengths, 32, 200, args.seed),
         "description": MODELS[name],
         "artifact": str(artifact) if name == "trained" else "temporary folder (random weights)",
         "shape": shape,
@@ -269,6 +272,54 @@ def benchmark_model(name: str, artifact: Path, units: list[str], args, peaks: di
         "variants": results,
         "speedups": speedups(results),
     }
+
+
+def forward_cost(clf, repeats: int, seed: int) -> dict:
+    """Seconds of one fp32 forward pass over a grid of (rows, tokens) shapes, fitted as
+    fixed + per_token x rows x tokens; fixed / per_token is the `FORWARD_OVERHEAD_TOKENS` that
+    `plan_batches` weighs a pass against padding with."""
+    import time
+
+    import torch
+
+    rng = torch.Generator().manual_seed(seed)
+    shapes = [(rows, tokens) for rows in (1, 4, 16, 32) for tokens in (16, 32, 64, 128) if tokens <= clf.max_length]
+    timings = {}
+    with torch.inference_mode():
+        for rows, tokens in shapes:
+            ids = torch.randint(1000, min(clf.model.config.vocab_size, 30000), (rows, tokens), generator=rng)
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            clf.model(**batch)  # warm-up
+            runs = []
+            for _ in range(max(3, repeats)):
+                started = time.perf_counter()
+                clf.model(**batch)
+                runs.append(time.perf_counter() - started)
+            timings[(rows, tokens)] = median(runs)
+    work = np.array([rows * tokens for rows, tokens in shapes], dtype=np.float64)
+    seconds = np.array([timings[shape] for shape in shapes])
+    per_token, fixed = np.polyfit(work, seconds, 1)
+    return {"seconds": {f"{rows}x{tokens}": timings[(rows, tokens)] for rows, tokens in shapes},
+            "fixed_ms": fixed * 1000, "per_token_us": per_token * 1e6,
+            "overhead_tokens": fixed / per_token if per_token > 0 else None}
+
+
+def padding_of_small_batches(lengths: list[int], rows: int, draws: int, seed: int) -> dict:
+    """Padded tokens / real tokens when `rows` random units (one adaptive batch of the service at
+    concurrency `rows`) are scored in one padded pass versus as `plan_batches` splits them."""
+    from training.predict import plan_batches
+
+    rng = np.random.default_rng(seed)
+    lengths_arr = np.asarray(lengths)
+    one_pass, planned, passes = [], [], []
+    for _ in range(draws):
+        batch = rng.choice(lengths_arr, size=min(rows, len(lengths_arr)), replace=False)
+        plan = plan_batches(batch, 64)
+        one_pass.append(batch.max() * len(batch) / batch.sum())
+        planned.append(sum(len(idx) * batch[idx].max() for idx in plan) / batch.sum())
+        passes.append(len(plan))
+    return {"rows": rows, "draws": draws, "one_pass_padded_over_real": float(np.mean(one_pass)),
+            "planned_padded_over_real": float(np.mean(planned)), "planned_passes_mean": float(np.mean(passes))}
 
 
 # ----------------------------------------------------------------------------- report
@@ -291,6 +342,11 @@ def print_model(name: str, result: dict) -> None:
     print(format_table(["", "variant", "sent/s", "median s", "GFLOP/s", "of peak", "agree", "max|Δp|", "status"], rows))
     for note in notes:
         print(note)
+    cost, plan = result["forward_cost"], result["batch_plan"]
+    print(f"one fp32 forward pass = {cost['fixed_ms']:.1f} ms + {cost['per_token_us']:.1f} µs per padded token "
+          f"(fixed cost = {cost['overhead_tokens']:.0f} tokens); {plan['rows']} random units: "
+          f"{plan['one_pass_padded_over_real']:.2f}x their real tokens in one pass, "
+          f"{plan['planned_padded_over_real']:.2f}x in {plan['planned_passes_mean']:.1f} planned passes")
     s = result["speedups"]
     print("speed-ups: " + ", ".join(f"{k} {v:.2f}x" if v else f"{k} -" for k, v in s.items() if "/" in k)
           + (f" (best = {s['best']}, best ONNX Runtime = {s['best_ort']})" if s["best"] else ""))

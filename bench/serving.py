@@ -3,6 +3,7 @@
     python -m bench.serving                                  # trained model, fp32, 400 requests per level
     python -m bench.serving --model base --precision bf16
     python -m bench.serving --requests 20 --warmup 4 --repeats 1 --concurrency 1,8
+    python -m bench.serving --workers 2 --threads 1 --out bench/results/serving-2x1.json
 
 The trained artifact (or the BERT-base-sized random one) is packaged into a temporary
 BENTOML_HOME and served on 127.0.0.1 twice, FIC_BATCHING=on then off. Each server gets
@@ -160,6 +161,7 @@ def server_env(args, bento_home: Path, tag: str, batching: bool) -> dict:
         env["FIC_MAX_LATENCY_MS"] = str(args.max_latency_ms)
     if args.threads is not None:
         env["FIC_THREADS"] = str(args.threads)
+    env["FIC_WORKERS"] = str(args.workers)
     return env
 
 
@@ -244,7 +246,8 @@ def benchmark_server(args, bento_home: Path, tag: str, batching: bool, units: li
             print(f"  batching {name}, concurrency {concurrency}: {level['throughput_rps']:.1f} req/s, "
                   f"server CPU {level['server_cpu_ms_per_unit']:.1f} ms/unit"
                   + (f", {level['errors']} errors" if level["errors"] else ""), flush=True)
-    return {"startup_seconds": startup, "metadata": {k: metadata.get(k) for k in ("model", "precision", "threads", "batching")},
+    return {"startup_seconds": startup, "workers": args.workers,
+            "metadata": {k: metadata.get(k) for k in ("model", "precision", "threads", "batching")},
             "levels": levels}
 
 
@@ -355,6 +358,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-batch-size", type=positive_int, default=64, help="FIC_MAX_BATCH_SIZE, also the offline batch size (default 64)")
     parser.add_argument("--max-latency-ms", type=positive_int, default=None, help="FIC_MAX_LATENCY_MS (default: the service's)")
     parser.add_argument("--threads", type=positive_int, default=None, help="FIC_THREADS (default: the CPU quota)")
+    parser.add_argument("--workers", type=positive_int, default=1,
+                        help="FIC_WORKERS: worker processes of the server (default 1); the in-process reference "
+                             "stays one process")
     parser.add_argument("--ready-timeout", type=float, default=300, help="seconds to wait for /readyz (default 300)")
     parser.add_argument("--request-timeout", type=float, default=120, help="seconds per request before it counts as an error")
     parser.add_argument("--seed", type=int, default=0, help="seed of the unit order and the random model (default 0)")

@@ -20,6 +20,8 @@ Settings come from the environment, read once at import:
     FIC_MAX_PAGE_UNITS    most units a page may split into (default 2000); more gets 413
     FIC_MAX_BODY_BYTES    largest request body (default 8 MiB); more gets 413 before it is read
     FIC_THREADS           torch threads per worker (default: the CPU quota)
+    FIC_WORKERS           worker processes, each with its own copy of the model (default 1); on N cores
+                          run about N/2 workers with FIC_THREADS=2 (README "Performance")
     FIC_PRECISION         fp32, bf16, fp16 (GPU), int8, onnx, onnx-int8 (CPU; onnx needs the onnx extra)
                           or auto (default): the precision recorded with the model by serving.package
 
@@ -30,9 +32,11 @@ with "truncated": true.
 
 Work policy: one request must not hold the model for long. /classify requests are
 merged into batches of at most FIC_MAX_BATCH_SIZE texts; a page is scored in chunks of
-PAGE_CHUNK_UNITS units, and page chunks and /classify batches take turns on the model
-in arrival order (`ModelTurns`), so a /classify request waits for at most one chunk per
-page in flight (at most PAGES_IN_FLIGHT pages are scored at once).
+PAGE_CHUNK_UNITS units. Every model call runs on the worker's one model thread, in
+arrival order, so page chunks and /classify batches take turns and a /classify request
+waits for at most one chunk per page in flight (at most PAGES_IN_FLIGHT pages are scored
+at once). One thread also means one set of torch threads and one malloc arena per worker,
+and the tokenizer is never used by two threads at once (fast tokenizers refuse that).
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ import asyncio
 import functools
 import os
 import re
-import threading
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Optional, Sequence
 
 import attrs
@@ -73,6 +77,7 @@ MAX_PAGE_UNITS = int(os.environ.get("FIC_MAX_PAGE_UNITS", "2000"))
 MAX_BODY_BYTES = int(os.environ.get("FIC_MAX_BODY_BYTES", str(8 * 1024 * 1024)))
 THREADS = int(os.environ["FIC_THREADS"]) if os.environ.get("FIC_THREADS") else None
 PRECISION = os.environ.get("FIC_PRECISION", "auto")
+WORKERS = int(os.environ.get("FIC_WORKERS", "1"))
 
 PAGE_CHUNK_UNITS = 32  # a page's units per model call: short enough that /classify is not kept waiting
 PAGES_IN_FLIGHT = 2  # pages scored at once; more wait (without using the CPU) for a slot
@@ -188,33 +193,6 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-class ModelTurns:
-    """A first-come-first-served lock around model calls.
-
-    BentoML runs /classify batches on its own worker thread; page chunks run on others.
-    A plain lock lets whichever thread wakes first win, so a page could take chunk after
-    chunk while a /classify batch waits; tickets make them strictly alternate by arrival.
-    It also keeps the tokenizer from being used by two threads at once, which fast
-    tokenizers refuse ("Already borrowed").
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._next_ticket = 0
-        self._serving = 0
-
-    def __enter__(self) -> None:
-        with self._cond:
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            self._cond.wait_for(lambda: self._serving == ticket)
-
-    def __exit__(self, *exc: object) -> None:
-        with self._cond:
-            self._serving += 1
-            self._cond.notify_all()
-
-
 @attrs.frozen
 class LocalModel(bentoml.models.BentoModel):
     """A model reference that must be in the local store: no BentoCloud lookup, a clear message when missing.
@@ -257,7 +235,7 @@ metadata_app = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])]
 @bentoml.service(
     traffic={"timeout": 120, "max_concurrency": 256},
     resources={"cpu": str(THREADS or 2)},
-    workers=1,
+    workers=WORKERS,
 )
 class FutureIndustryClassifier:
     model_ref = LocalModel(MODEL_TAG)
@@ -271,7 +249,8 @@ class FutureIndustryClassifier:
         self.tag = str(stored.tag)
         self.info = dict(stored.info.metadata)
         self.classifier = Classifier.from_artifact(stored.path, batch_size=MAX_BATCH_SIZE, precision=PRECISION)
-        self.turns = ModelTurns()
+        # The one thread that runs the model (see "Work policy"); its queue is first come, first served.
+        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.page_slots = asyncio.Semaphore(PAGES_IN_FLIGHT)
 
     @bentoml.on_startup
@@ -301,16 +280,16 @@ class FutureIndustryClassifier:
             precision=c.precision,
         )
 
-    def _predict(self, texts: Sequence[str]) -> list:
-        with self.turns:
-            return self.classifier.predict(texts, already_clean=True)
+    async def _predict(self, texts: Sequence[str]) -> list:
+        return await asyncio.get_running_loop().run_in_executor(
+            self.model_thread, functools.partial(self.classifier.predict, texts, already_clean=True))
 
     @bentoml.api(batchable=BATCHING, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
-    def classify(
+    async def classify(
         self, texts: Annotated[list[UnitText], Field(min_length=1, max_length=MAX_TEXTS)]
     ) -> list[UnitResult]:
         """Classify units of text. Concurrent requests are merged into one model call."""
-        return [UnitResult(**p.to_dict()) for p in self._predict(texts)]
+        return [UnitResult(**p.to_dict()) for p in await self._predict(texts)]
 
     @bentoml.api
     async def classify_page(
@@ -333,7 +312,7 @@ class FutureIndustryClassifier:
         async with self.page_slots:
             for start in range(0, len(units), PAGE_CHUNK_UNITS):
                 chunk = [unit.text for unit in units[start:start + PAGE_CHUNK_UNITS]]
-                predictions += await asyncio.to_thread(self._predict, chunk)
+                predictions += await self._predict(chunk)
         c = self.classifier
 
         def result() -> PageResult:  # thousands of models: built off the event loop, like the splitting

@@ -113,6 +113,43 @@ def decide(probs: np.ndarray, directions: Sequence[str], thresholds: Sequence[fl
     return out
 
 
+# The fixed cost of one forward pass (operator dispatch, thread wake-ups), in units of "one more row of
+# one more token": measured for e5-small on 2 cores by `python -m bench.inference`
+# (bench/results/inference.json, "forward_cost"). The plans below change little for values 2x either side.
+FORWARD_OVERHEAD_TOKENS = 256
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int,
+                 overhead_tokens: int = FORWARD_OVERHEAD_TOKENS) -> list[np.ndarray]:
+    """Split texts into padded batches of at most `batch_size` with the least estimated work.
+
+    A batch costs one forward pass (`overhead_tokens`) plus rows x its longest text, since every
+    row is padded to the longest. Cutting the length-sorted order into consecutive windows of
+    `batch_size` is near-optimal for a large crawl, but a few dozen texts of mixed length (one
+    adaptive batch of the service, one chunk of a page) padded to their longest do about twice
+    the real work; an exact split of the sorted order (dynamic programming, O(n x batch_size))
+    puts short and long texts in separate passes when that saves more than a pass costs.
+    Returns index arrays into `lengths`, shortest texts first.
+    """
+    n = len(lengths)
+    if n == 0:
+        return []
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    sorted_len = np.asarray(lengths, dtype=np.int64)[order]
+    best = np.zeros(n + 1, dtype=np.float64)  # best[j]: least cost of the first j sorted texts
+    cut = np.zeros(n + 1, dtype=np.int64)  # where the last batch of that plan starts
+    for j in range(1, n + 1):
+        starts = np.arange(max(0, j - batch_size), j)
+        costs = best[starts] + overhead_tokens + (j - starts) * sorted_len[j - 1]
+        k = int(np.argmin(costs))
+        best[j], cut[j] = costs[k], starts[k]
+    bounds, j = [], n
+    while j > 0:
+        bounds.append((int(cut[j]), j))
+        j = int(cut[j])
+    return [order[a:b] for a, b in reversed(bounds)]
+
+
 def label_matrix(predictions: list[Prediction], directions: Sequence[str]) -> np.ndarray:
     index = {label: i for i, label in enumerate(directions)}
     y = np.zeros((len(predictions), len(directions)), dtype=np.float32)
@@ -317,24 +354,22 @@ class Classifier:
         return self._probabilities(self.encode(texts)[0], progress)
 
     def _probabilities(self, encoded: list[list[int]], progress: bool = False) -> np.ndarray:
-        # Units are sorted by length and padded per batch: on mixed-length crawls
+        # Units are sorted by length and padded per batch (plan_batches): on mixed-length crawls
         # that halves the padding work compared with fixed-length batches.
         import torch
 
         out = np.zeros((len(encoded), len(self.directions)), dtype=np.float32)
         if not encoded:
             return out
-        order = np.argsort([len(ids) for ids in encoded], kind="stable")
+        batches = plan_batches([len(ids) for ids in encoded], self.batch_size)
         device = self.device
         autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        batches = range(0, len(order), self.batch_size)
         if progress:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc="scoring", unit="batch")
         with torch.inference_mode():
-            for start in batches:
-                idx = order[start:start + self.batch_size]
+            for idx in batches:
                 batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
