@@ -175,15 +175,16 @@ def model_shape(config) -> dict:
 def padded_shapes(lengths: Sequence[int], batch_size: int, length_sorted: bool) -> list[tuple[int, int]]:
     """(batch, padded sequence length) of every forward pass, replicating a batching policy.
 
-    length_sorted=True is Classifier's policy (stable sort by token count, chunk, pad to
-    the chunk's longest); False is the pipeline's (chunks in input order, same padding).
+    length_sorted=True is Classifier's policy (`training.predict.plan_batches`: length-sorted
+    batches of at most batch_size, each padded to its longest); False is the pipeline's
+    (chunks in input order, same padding).
     """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i]) if length_sorted else list(range(len(lengths)))
-    shapes = []
-    for start in range(0, len(order), batch_size):
-        chunk = [lengths[i] for i in order[start:start + batch_size]]
-        shapes.append((len(chunk), max(chunk)))
-    return shapes
+    if length_sorted:
+        from training.predict import plan_batches
+
+        return [(len(idx), max(lengths[i] for i in idx)) for idx in plan_batches(lengths, batch_size)]
+    return [(len(lengths[start:start + batch_size]), max(lengths[start:start + batch_size]))
+            for start in range(0, len(lengths), batch_size)]
 
 
 def bert_forward_flops(shape: dict, num_labels: int, batches: Iterable[tuple[int, int]]) -> float:

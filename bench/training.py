@@ -2,7 +2,7 @@
 
     python -m bench.training                         # the e5 recipe, word embeddings frozen and not
     python -m bench.training --models small,base     # from-scratch shapes: small 60 steps, base 20
-    python -m bench.training --models small --steps 5 --repeats 1
+    python -m bench.training --models small --steps 5 --repeats 1 --profile 0
 
 e5: the default model's real recipe (configs/offline-e5-small.yaml): the pretrained
 multilingual-e5-small with mean pooling, its "query: " prefix, word embeddings frozen
@@ -98,11 +98,37 @@ class StepRunner:
             batch = self.batches[self.position % len(self.batches)]
             self.position += 1
             # transformers.Trainer's bf16=True on CPU is this autocast: weights and optimizer stay fp32.
-            with torch.autocast("cpu", dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None):
+            # Named regions, so `--profile` can say what share of a step each part takes.
+            with torch.profiler.record_function("forward"), \
+                    torch.autocast("cpu", dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None):
                 loss = self.model(**batch).loss
-            loss.backward()
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            with torch.profiler.record_function("backward"):
+                loss.backward()
+            with torch.profiler.record_function("optimizer"):
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+
+
+def profile_steps(trainer: StepRunner, steps: int, top: int = 15) -> dict:
+    """torch.profiler over `steps` steps: the share of each region and the operators that cost most."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.steps(steps)
+    events = prof.key_averages()
+    regions = {e.key: e.cpu_time_total / 1e6 for e in events if e.key in ("forward", "backward", "optimizer")}
+    total = sum(regions.values())
+    ops = sorted((e for e in events if e.key not in regions), key=lambda e: -e.self_cpu_time_total)[:top]
+    self_total = sum(e.self_cpu_time_total for e in events) or 1
+    return {
+        "steps": steps,
+        "seconds_per_step": total / steps,
+        "region_share": {k: v / total for k, v in regions.items()},
+        "top_ops_by_self_time": [{"op": e.key, "calls_per_step": e.count / steps,
+                                  "self_share": e.self_cpu_time_total / self_total} for e in ops],
+        "threads": torch.get_num_threads(),
+    }
 
 
 def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str]) -> "StepRunner":
@@ -158,7 +184,10 @@ def benchmark_model(name: str, args, corpus, directions: list[str]) -> dict:
                               "seconds_per_step": median(times) / steps, "seconds_per_epoch": len(corpus) / rate}
     fp32, bf16 = results.get("fp32"), results.get("bf16")
     first = next(iter(trainers.values())).model
+    profiles = {precision: profile_steps(trainer, args.profile) for precision, trainer in trainers.items()} \
+        if args.profile else {}
     return {
+        "profile": profiles,
         "shape": model_shape(first.config),
         "parameters": first.num_parameters(),
         "trainable_parameters": sum(p.numel() for p in first.parameters() if p.requires_grad),
@@ -184,6 +213,11 @@ def print_report(report: dict) -> None:
           f"epoch = {report['corpus_units']} units")
     print(format_table(["model", "M params", "M trained", "precision", "steps", "samples/s", "s/step", "s/epoch",
                         "bf16/fp32"], rows))
+    for name, result in report["models"].items():
+        for precision, prof in result.get("profile", {}).items():
+            shares = ", ".join(f"{k} {v:.0%}" for k, v in prof["region_share"].items())
+            ops = ", ".join(f"{o['op']} {o['self_share']:.0%}" for o in prof["top_ops_by_self_time"][:6])
+            print(f"{name} {precision} profile ({prof['steps']} steps): {shares}; top operators by self time: {ops}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -205,6 +239,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=positive_int, default=64, help="tokens per unit, padded (default 64)")
     parser.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default 3e-4)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: the CPU quota)")
+    parser.add_argument("--profile", type=int, default=5,
+                        help="after timing, run torch.profiler over this many steps and report where a step's time "
+                             "goes (default 5; 0 skips it)")
     parser.add_argument("--seed", type=int, default=0, help="default 0")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "training.json",
                         help="results file (default bench/results/training.json)")
