@@ -275,9 +275,10 @@ def benchmark_model(name: str, artifact: Path, units: list[str], args, peaks: di
 
 
 def forward_cost(clf, repeats: int, seed: int) -> dict:
-    """Seconds of one fp32 forward pass over a grid of (rows, tokens) shapes, fitted as
-    fixed + per_token x rows x tokens; fixed / per_token is the `FORWARD_OVERHEAD_TOKENS` that
-    `plan_batches` weighs a pass against padding with."""
+    """Seconds of one fp32 forward pass over a grid of (rows, tokens) shapes, fitted (least squares on
+    relative error) as fixed + per_token x rows x tokens + per_token_squared x rows x tokens²; in units
+    of per_token these are `FORWARD_OVERHEAD_TOKENS` and `ATTENTION_PER_TOKEN`, the cost model of
+    `plan_batches`."""
     import time
 
     import torch
@@ -296,12 +297,14 @@ def forward_cost(clf, repeats: int, seed: int) -> dict:
                 clf.model(**batch)
                 runs.append(time.perf_counter() - started)
             timings[(rows, tokens)] = median(runs)
-    work = np.array([rows * tokens for rows, tokens in shapes], dtype=np.float64)
+    design = np.array([[1.0, rows * tokens, rows * tokens ** 2] for rows, tokens in shapes])
     seconds = np.array([timings[shape] for shape in shapes])
-    per_token, fixed = np.polyfit(work, seconds, 1)
+    weights = 1 / seconds  # the small shapes matter as much as the large ones
+    fixed, per_token, per_token_squared = np.linalg.lstsq(design * weights[:, None], seconds * weights, rcond=None)[0]
     return {"seconds": {f"{rows}x{tokens}": timings[(rows, tokens)] for rows, tokens in shapes},
             "fixed_ms": fixed * 1000, "per_token_us": per_token * 1e6,
-            "overhead_tokens": fixed / per_token if per_token > 0 else None}
+            "overhead_tokens": fixed / per_token if per_token > 0 else None,
+            "attention_per_token": per_token_squared / per_token if per_token > 0 else None}
 
 
 def padding_of_small_batches(lengths: list[int], rows: int, draws: int, seed: int) -> dict:
@@ -344,7 +347,8 @@ def print_model(name: str, result: dict) -> None:
         print(note)
     cost, plan = result["forward_cost"], result["batch_plan"]
     print(f"one fp32 forward pass = {cost['fixed_ms']:.1f} ms + {cost['per_token_us']:.1f} µs per padded token "
-          f"(fixed cost = {cost['overhead_tokens']:.0f} tokens); {plan['rows']} random units: "
+          f"x (1 + {cost['attention_per_token']:.4f} x length) (fixed cost = {cost['overhead_tokens']:.0f} tokens); "
+          f"{plan['rows']} random units: "
           f"{plan['one_pass_padded_over_real']:.2f}x their real tokens in one pass, "
           f"{plan['planned_padded_over_real']:.2f}x in {plan['planned_passes_mean']:.1f} planned passes")
     s = result["speedups"]

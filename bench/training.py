@@ -3,6 +3,7 @@
     python -m bench.training                         # the e5 recipe, word embeddings frozen and not
     python -m bench.training --models small,base     # from-scratch shapes: small 60 steps, base 20
     python -m bench.training --models small --steps 5 --repeats 1 --profile 0
+    python -m bench.training --models e5 --tricks compile,fused-adamw   # does either speed up fp32 steps?
 
 e5: the default model's real recipe (configs/offline-e5-small.yaml): the pretrained
 multilingual-e5-small with mean pooling, its "query: " prefix, word embeddings frozen
@@ -50,6 +51,7 @@ MODELS = ("e5", "e5-unfrozen", "small", "base")
 DEFAULT_STEPS = {"small": 60, "base": 20, "e5": 20, "e5-unfrozen": 20}  # similar wall time per model
 E5_CONFIG = ROOT / "configs" / "offline-e5-small.yaml"
 PRECISIONS = ("fp32", "bf16")
+TRICKS = ("compile", "fused-adamw")
 
 
 def make_batches(tokenizer, corpus, directions: list[str], batch_size: int, max_length: int, count: int, seed: int,
@@ -131,8 +133,10 @@ def profile_steps(trainer: StepRunner, steps: int, top: int = 15) -> dict:
     }
 
 
-def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str]) -> "StepRunner":
-    """The default recipe's model and optimizer, as training.train builds them."""
+def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str], trick: str | None = None
+               ) -> "StepRunner":
+    """The default recipe's model and optimizer, as training.train builds them; `trick` "compile" wraps
+    the model in torch.compile, "fused-adamw" asks AdamW for its fused kernel."""
     import torch
 
     from training.config import load_config
@@ -146,7 +150,10 @@ def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str]
     batches = make_batches(tokenizer, corpus, directions, args.batch_size, args.max_length,
                            args.warmup_steps + (args.steps or DEFAULT_STEPS["e5"]) * args.repeats, args.seed,
                            prefix=cfg.model.text_prefix)
-    return StepRunner(model, precision, batches, cfg.train.learning_rate, optimizer=make_optimizer(model, cfg))
+    optimizer = make_optimizer(model, cfg, fused=True if trick == "fused-adamw" else None)
+    if trick == "compile":
+        model = torch.compile(model)
+    return StepRunner(model, precision, batches, cfg.train.learning_rate, optimizer=optimizer)
 
 
 def benchmark_model(name: str, args, corpus, directions: list[str]) -> dict:
@@ -167,10 +174,15 @@ def benchmark_model(name: str, args, corpus, directions: list[str]) -> dict:
         batches = make_batches(tokenizer, corpus, directions, args.batch_size, args.max_length,
                                args.warmup_steps + steps * args.repeats, args.seed)
         trainers[precision] = StepRunner(model, precision, batches, args.lr)
+    if name.startswith("e5") and "fp32" in trainers:
+        for trick in args.tricks:  # fp32 again, with one change each
+            trainers[f"fp32+{trick}"] = e5_trainer(name == "e5", "fp32", args, corpus, directions, trick=trick)
     if not trainers:
         return {"steps": steps, "skipped": skipped, "precisions": {}, "parameters": 0, "bf16_over_fp32": None}
-    for trainer in trainers.values():
-        trainer.steps(args.warmup_steps)  # allocator, kernel choice and optimizer state are set up here
+    warmup_seconds = {}
+    for key, trainer in trainers.items():
+        # allocator, kernel choice and optimizer state are set up here (and torch.compile compiles)
+        warmup_seconds[key] = time_call(lambda: trainer.steps(args.warmup_steps))[0]
     seconds: dict[str, list[float]] = {p: [] for p in trainers}
     for _ in range(args.repeats):
         for precision, trainer in trainers.items():  # interleaved, so load drift hits both alike
@@ -181,11 +193,13 @@ def benchmark_model(name: str, args, corpus, directions: list[str]) -> dict:
     for precision, times in seconds.items():
         rate = samples / median(times)
         results[precision] = {"seconds": times, "median_seconds": median(times), "samples_per_s": rate,
+                              "warmup_seconds": warmup_seconds[precision],
+                              "over_fp32": rate / (samples / median(seconds["fp32"])) if "fp32" in seconds else None,
                               "seconds_per_step": median(times) / steps, "seconds_per_epoch": len(corpus) / rate}
     fp32, bf16 = results.get("fp32"), results.get("bf16")
     first = next(iter(trainers.values())).model
-    profiles = {precision: profile_steps(trainer, args.profile) for precision, trainer in trainers.items()} \
-        if args.profile else {}
+    profiles = {precision: profile_steps(trainer, args.profile) for precision, trainer in trainers.items()
+                if precision in PRECISIONS} if args.profile else {}
     return {
         "profile": profiles,
         "shape": model_shape(first.config),
@@ -202,7 +216,7 @@ def print_report(report: dict) -> None:
     rows = []
     for name, result in report["models"].items():
         for precision, r in result["precisions"].items():
-            ratio = result["bf16_over_fp32"] if precision == "bf16" else None
+            ratio = r.get("over_fp32") if precision != "fp32" else None
             rows.append([name, result["parameters"] / 1e6, result.get("trainable_parameters", 0) / 1e6, precision,
                          result["steps"], r["samples_per_s"], r["seconds_per_step"], r["seconds_per_epoch"],
                          f"{ratio:.2f}x" if ratio else None])
@@ -212,7 +226,7 @@ def print_report(report: dict) -> None:
     print(f"\nbatch {s['batch_size']} x {s['max_length']} tokens, AdamW, medians of {s['repeats']} repeats; "
           f"epoch = {report['corpus_units']} units")
     print(format_table(["model", "M params", "M trained", "precision", "steps", "samples/s", "s/step", "s/epoch",
-                        "bf16/fp32"], rows))
+                        "/ fp32"], rows))
     for name, result in report["models"].items():
         for precision, prof in result.get("profile", {}).items():
             shares = ", ".join(f"{k} {v:.0%}" for k, v in prof["region_share"].items())
@@ -231,6 +245,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(4 layers, hidden 256), base (12 layers, hidden 768); default e5,e5-unfrozen")
     parser.add_argument("--precisions", type=lambda v: parse_choices(v, list(PRECISIONS)),
                         default=list(PRECISIONS), help="default fp32,bf16")
+    parser.add_argument("--tricks", type=lambda v: parse_choices(v, list(TRICKS)) if v else [], default=[],
+                        help="e5 only: also time fp32 with each of these, e.g. compile,fused-adamw (torch.compile of "
+                             "the model; AdamW's fused kernel); default none")
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="timed optimizer steps per repeat (default 60 for small, 20 for the others)")
     parser.add_argument("--warmup-steps", type=int, default=3, help="untimed steps first (default 3)")

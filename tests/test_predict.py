@@ -8,8 +8,9 @@ import pytest
 from training.predict import plan_batches
 
 
-def cost(lengths, plan, overhead: int) -> int:
-    return sum(overhead + len(idx) * max(lengths[i] for i in idx) for idx in plan)
+def cost(lengths, plan, overhead: float, attention: float = 0.0) -> float:
+    return sum(overhead + len(idx) * max(lengths[i] for i in idx) * (1 + attention * max(lengths[i] for i in idx))
+               for idx in plan)
 
 
 @pytest.mark.parametrize("n,batch_size", [(1, 64), (7, 3), (100, 64), (300, 32)])
@@ -34,17 +35,18 @@ def test_equal_lengths_take_as_few_passes_as_batch_size_allows() -> None:
 def test_short_and_long_texts_are_not_padded_together() -> None:
     # One adaptive batch of the service: 30 short units and 2 long ones.
     lengths = [12] * 30 + [120, 118]
-    plan = plan_batches(lengths, 64, overhead_tokens=256)
+    plan = plan_batches(lengths, 64, overhead_tokens=256, attention_per_token=0)
     assert len(plan) == 2 and sorted(plan[1].tolist()) == [30, 31]
     assert cost(lengths, plan, 256) < 256 + len(lengths) * 120
     # A pass that costs more than the padding it saves is not split off.
-    assert len(plan_batches(lengths, 64, overhead_tokens=10_000)) == 1
+    assert len(plan_batches(lengths, 64, overhead_tokens=10_000, attention_per_token=0)) == 1
 
 
 @pytest.mark.parametrize("seed", range(20))
 def test_plan_is_the_cheapest_split_of_the_sorted_order(seed) -> None:
     rng = np.random.default_rng(seed)
     n, batch_size, overhead = int(rng.integers(1, 10)), int(rng.integers(1, 6)), int(rng.integers(0, 200))
+    attention = float(rng.choice([0.0, 0.002, 0.01]))
     lengths = rng.integers(1, 129, n).tolist()
     order = sorted(range(n), key=lambda i: lengths[i])
     best = None
@@ -56,5 +58,6 @@ def test_plan_is_the_cheapest_split_of_the_sorted_order(seed) -> None:
                 start = i
         plan.append(order[start:])
         if all(len(idx) <= batch_size for idx in plan):
-            best = min(best if best is not None else float("inf"), cost(lengths, plan, overhead))
-    assert cost(lengths, plan_batches(lengths, batch_size, overhead), overhead) == best
+            best = min(best if best is not None else float("inf"), cost(lengths, plan, overhead, attention))
+    assert cost(lengths, plan_batches(lengths, batch_size, overhead, attention), overhead, attention) == \
+        pytest.approx(best)

@@ -329,3 +329,16 @@ def test_shed_and_concurrency_replies_say_retry() -> None:
     assert "overloaded" in shed.json()["error"] and "retry" in shed.json()["error"]
     many = asyncio.run(call("/classify_page"))
     assert many.status_code == 429 and many.headers["retry-after"] == "1"
+
+
+@pytest.mark.slow
+def test_fic_workers_starts_that_many_model_workers_that_all_answer(model_tag, bento_home, tmp_path) -> None:
+    server = start_server(bento_home, model_tag, tmp_path / "serve.log", FIC_WORKERS="2", FIC_THREADS="1")
+    try:
+        assert len(server.worker_pids()) == 2, server.log_text()[-2000:]
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            replies = [client.post("/classify", json={"texts": ["发展氢能产业", "上一篇"]}) for _ in range(6)]
+        assert all(r.status_code == 200 and len(r.json()) == 2 for r in replies), [r.text[:200] for r in replies]
+        assert server.worker_pids(), "a worker died while answering"
+    finally:
+        server.stop()

@@ -67,7 +67,7 @@ def _training_only_progress():
     return ProgressCallback, TrainingOnlyProgress
 
 
-def make_optimizer(model, cfg: Config):
+def make_optimizer(model, cfg: Config, fused: bool | None = None):
     """AdamW with two learning rates: the pretrained body's and the new head's (classifier, pooled-vector norm, pooler).
 
     No weight decay on biases and LayerNorm weights, as in Trainer's own optimizer; frozen
@@ -86,7 +86,7 @@ def make_optimizer(model, cfg: Config):
     params = [{"params": ps, "lr": head_lr if is_head else cfg.train.learning_rate,
                "weight_decay": 0.0 if no_decay else cfg.train.weight_decay}
               for (is_head, no_decay), ps in sorted(groups.items())]
-    return torch.optim.AdamW(params, lr=cfg.train.learning_rate)
+    return torch.optim.AdamW(params, lr=cfg.train.learning_rate, fused=fused)
 
 
 def weighted_bce(pos_weight: float):
