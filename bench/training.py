@@ -51,7 +51,7 @@ MODELS = ("e5", "e5-unfrozen", "small", "base")
 DEFAULT_STEPS = {"small": 60, "base": 20, "e5": 20, "e5-unfrozen": 20}  # similar wall time per model
 E5_CONFIG = ROOT / "configs" / "offline-e5-small.yaml"
 PRECISIONS = ("fp32", "bf16")
-TRICKS = ("compile", "fused-adamw")
+TRICKS = ("compile", "fused-adamw", "no-dropout")
 
 
 def make_batches(tokenizer, corpus, directions: list[str], batch_size: int, max_length: int, count: int, seed: int,
@@ -150,6 +150,10 @@ def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str]
     batches = make_batches(tokenizer, corpus, directions, args.batch_size, args.max_length,
                            args.warmup_steps + (args.steps or DEFAULT_STEPS["e5"]) * args.repeats, args.seed,
                            prefix=cfg.model.text_prefix)
+    if trick == "no-dropout":  # every dropout off: no random masks to draw, and the fused attention kernel
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
     optimizer = make_optimizer(model, cfg, fused=True if trick == "fused-adamw" else None)
     if trick == "compile":
         model = torch.compile(model)
@@ -246,8 +250,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--precisions", type=lambda v: parse_choices(v, list(PRECISIONS)),
                         default=list(PRECISIONS), help="default fp32,bf16")
     parser.add_argument("--tricks", type=lambda v: parse_choices(v, list(TRICKS)) if v else [], default=[],
-                        help="e5 only: also time fp32 with each of these, e.g. compile,fused-adamw (torch.compile of "
-                             "the model; AdamW's fused kernel); default none")
+                        help="e5 only: also time fp32 with each of these, e.g. compile,fused-adamw,no-dropout (torch.compile "
+                             "of the model; AdamW's fused kernel; every dropout off); default none")
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="timed optimizer steps per repeat (default 60 for small, 20 for the others)")
     parser.add_argument("--warmup-steps", type=int, default=3, help="untimed steps first (default 3)")
