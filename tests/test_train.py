@@ -71,6 +71,12 @@ def test_cross_validation_writes_a_report(tmp_path) -> None:
     assert "real + authored" in report and "real only" in report and "±" in report
     metrics = json.loads((tmp_path / "cv-cv2" / "metrics.json").read_text())
     assert len(metrics["folds"]["real only"]) == 2
+    # The late-fusion row is reported beside the baselines but never counted as one.
+    from training.train import FUSION
+
+    assert all(FUSION in fold for fold in metrics["folds"]["real only"]) and f"| {FUSION} |" in report
+    verdict_line = next(line for line in report.splitlines() if line.startswith("The model"))
+    assert FUSION not in verdict_line, verdict_line
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -197,10 +197,11 @@ def summary_table(results: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
-def verdict(results: dict[str, dict], model_key: str, margin: float = 0.02) -> str:
-    """One plain sentence comparing the model with the strongest baseline (not only the cue dictionary)."""
+def verdict(results: dict[str, dict], model_key: str, margin: float = 0.02, not_baselines: Sequence[str] = ()) -> str:
+    """One plain sentence comparing the model with the strongest baseline (not only the cue dictionary);
+    `not_baselines` are systems built on the model itself, which it is not compared with."""
     model = results[model_key]["macro_f1"]
-    baselines = {name: r["macro_f1"] for name, r in results.items() if name != model_key}
+    baselines = {name: r["macro_f1"] for name, r in results.items() if name != model_key and name not in not_baselines}
     best = max(baselines, key=baselines.get)
     others = ", ".join(f"{name} {value:.3f}" for name, value in baselines.items())
     if model >= baselines[best] + margin:
