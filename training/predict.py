@@ -117,8 +117,8 @@ def decide(probs: np.ndarray, directions: Sequence[str], thresholds: Sequence[fl
 # padded token: a pass costs FORWARD_OVERHEAD_TOKENS (mostly reading every weight from memory once,
 # which a small batch cannot amortise) plus, per row of L tokens, L x (1 + ATTENTION_PER_TOKEN x L)
 # (attention grows with L squared). Fitted for e5-small on 2 cores by `python -m bench.inference`
-# ("forward_cost" in bench/results/inference.json): two runs gave 50 and 74 tokens, 0.002 and 0.001;
-# the plans change little for values 2x either side.
+# ("forward_cost" in bench/results/inference.json: 74 tokens and 0.001; an earlier fit gave 50 and
+# 0.002, the values used here); the plans change little for values 2x either side.
 FORWARD_OVERHEAD_TOKENS = 50
 ATTENTION_PER_TOKEN = 0.002
 
