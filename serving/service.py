@@ -20,8 +20,8 @@ Settings come from the environment, read once at import:
     FIC_MAX_PAGE_UNITS    most units a page may split into (default 2000); more gets 413
     FIC_MAX_BODY_BYTES    largest request body (default 8 MiB); more gets 413 before it is read
     FIC_THREADS           torch threads per worker (default: the CPU quota)
-    FIC_WORKERS           worker processes, each with its own copy of the model (default 1); on N cores
-                          run about N/2 workers with FIC_THREADS=2 (README "Performance")
+    FIC_WORKERS           worker processes, each with its own copy of the model (default 1); for throughput
+                          one per core with FIC_THREADS=1, as memory allows (README "Performance")
     FIC_PRECISION         fp32, bf16, fp16 (GPU), int8, onnx, onnx-int8 (CPU; onnx needs the onnx extra)
                           or auto (default): the precision recorded with the model by serving.package
 

@@ -111,6 +111,7 @@ class FitResult:
     epochs_run: float
     best_val_macro_ap: float
     train_seconds: float
+    val_probs: np.ndarray  # the model's probabilities on the validation split, which its thresholds were tuned on
 
 
 def is_main_process() -> bool:
@@ -222,7 +223,7 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress
     classifier.thresholds = tune_thresholds(multi_hot(splits.val, taxonomy), val_probs)
     log.info("thresholds tuned on validation: %s",
              ", ".join(f"{d}={t:.2f}" for d, t in zip(directions, classifier.thresholds)))
-    return FitResult(classifier, float(trainer.state.epoch or 0), float(best), seconds)
+    return FitResult(classifier, float(trainer.state.epoch or 0), float(best), seconds, val_probs)
 
 
 def frozen_encoder(cfg: Config) -> FrozenEncoder | None:
@@ -244,8 +245,7 @@ def score_all(fitted: FitResult | None, splits: Splits, taxonomy: Taxonomy, seed
         clf = fitted.classifier
         probs = clf.probabilities(texts)
         preds[MODEL] = label_matrix(decide(probs, clf.directions, clf.thresholds, clf.other), clf.directions)
-        val_texts = [ex.text for ex in splits.val]
-        val_fused = (clf.probabilities(val_texts) + tfidf.probabilities(val_texts)) / 2
+        val_fused = (fitted.val_probs + tfidf.probabilities([ex.text for ex in splits.val])) / 2
         thresholds = np.asarray(tune_thresholds(multi_hot(splits.val, taxonomy), val_fused))
         preds[FUSION] = (((probs + tfidf.probabilities(texts)) / 2) >= thresholds).astype(np.float32)
     preds[TFIDF] = tfidf.predict(texts)
