@@ -8,7 +8,8 @@ Endpoints
     GET  /metadata        model tag, labels, thresholds, preprocessing version, training metrics, limits
     GET  /docs.json       the OpenAPI document; /livez, /readyz, /metrics are BentoML's own
 
-Settings come from the environment, read once at import:
+Settings come from the environment, read once at import (a value that cannot be used stops
+`bentoml serve` with one line naming the variable):
     FIC_MODEL             model tag in the BentoML store (default future-industry-classifier:latest)
     FIC_MAX_BATCH_SIZE    adaptive batching: most texts per model call (default 64)
     FIC_MAX_LATENCY_MS    adaptive batching: latency budget per request; requests that would wait longer
@@ -58,26 +59,28 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from serving.guards import EdgeGuard, RequestLimits, quiet_client_errors, refuse_new_connections_on_sigterm
+from serving.settings import choice, switch, whole_number
+from training.predict import PRECISIONS
 from training.text import PREPROCESSING_VERSION, clean
 
-MODEL_TAG = os.environ.get("FIC_MODEL", "future-industry-classifier:latest")
-MAX_BATCH_SIZE = int(os.environ.get("FIC_MAX_BATCH_SIZE", "64"))
-MAX_LATENCY_MS = int(os.environ.get("FIC_MAX_LATENCY_MS", "10000"))
-BATCHING = os.environ.get("FIC_BATCHING", "on").lower() not in {"off", "0", "false", "no"}
-MAX_TEXTS = int(os.environ.get("FIC_MAX_TEXTS", "256"))
-MAX_TEXT_CHARS = int(os.environ.get("FIC_MAX_TEXT_CHARS", "2000"))
+MODEL_TAG = os.environ.get("FIC_MODEL", "").strip() or "future-industry-classifier:latest"
+MAX_BATCH_SIZE = whole_number("FIC_MAX_BATCH_SIZE", 64)
+MAX_LATENCY_MS = whole_number("FIC_MAX_LATENCY_MS", 10000)
+BATCHING = switch("FIC_BATCHING", True)
+MAX_TEXTS = whole_number("FIC_MAX_TEXTS", 256)
+MAX_TEXT_CHARS = whole_number("FIC_MAX_TEXT_CHARS", 2000)
 # 200,000 characters is several times a long news page; splitting one made of the shortest
 # possible sentences costs about a second of CPU on these machines (500,000 cost 2.4 s).
-MAX_PAGE_CHARS = int(os.environ.get("FIC_MAX_PAGE_CHARS", "200000"))
+MAX_PAGE_CHARS = whole_number("FIC_MAX_PAGE_CHARS", 200000)
 # Units bound the model work and the reply: 2,000 units is about 30 s of a BERT-base model
 # in fp32 on two cores and at most ~1 MB of per-unit JSON plus the page's own text.
-MAX_PAGE_UNITS = int(os.environ.get("FIC_MAX_PAGE_UNITS", "2000"))
+MAX_PAGE_UNITS = whole_number("FIC_MAX_PAGE_UNITS", 2000)
 # The largest valid request, 256 texts x 2,000 characters each sent as a JSON surrogate pair
 # (\ud83d\ude00, 12 bytes), is about 6.2 MB; anything larger cannot be a valid request.
-MAX_BODY_BYTES = int(os.environ.get("FIC_MAX_BODY_BYTES", str(8 * 1024 * 1024)))
-THREADS = int(os.environ["FIC_THREADS"]) if os.environ.get("FIC_THREADS") else None
-PRECISION = os.environ.get("FIC_PRECISION", "auto")
-WORKERS = int(os.environ.get("FIC_WORKERS", "1"))
+MAX_BODY_BYTES = whole_number("FIC_MAX_BODY_BYTES", 8 * 1024 * 1024)
+THREADS = whole_number("FIC_THREADS", None)
+PRECISION = choice("FIC_PRECISION", "auto", PRECISIONS)
+WORKERS = whole_number("FIC_WORKERS", 1)
 
 PAGE_CHUNK_UNITS = 32  # a page's units per model call: short enough that /classify is not kept waiting
 PAGES_IN_FLIGHT = 2  # pages scored at once; more wait (without using the CPU) for a slot

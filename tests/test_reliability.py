@@ -263,6 +263,34 @@ def test_serve_before_packaging_says_what_to_run(tmp_path) -> None:
     assert "cloud context" not in output
 
 
+@pytest.mark.parametrize("setting", [{"FIC_WORKERS": "two"}, {"FIC_MAX_BATCH_SIZE": "0"}, {"FIC_BATCHING": "maybe"},
+                                     {"FIC_PRECISION": "fp8"}])
+def test_a_bad_setting_stops_serve_with_one_line_naming_it(tmp_path, setting) -> None:
+    (name, value), = setting.items()
+    result = subprocess.run([sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", "127.0.0.1",
+                             "--port", str(free_port())],
+                            env=serve_env(tmp_path / "empty-store", "future-industry-classifier:latest", **setting),
+                            capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"{name}={value!r} is not usable" in output, output[-2000:]
+    assert "Traceback" not in output, output[-2000:]
+
+
+def test_settings_accept_what_the_docstring_promises() -> None:
+    from serving.settings import SettingError, choice, switch, whole_number
+
+    assert whole_number("N", 64, env={}) == 64 and whole_number("N", None, env={"N": " "}) is None
+    assert whole_number("N", 64, env={"N": " 8 "}) == 8 and whole_number("N", 1, env={"N": "8_000_000"}) == 8000000
+    assert [switch("B", True, env={"B": v}) for v in ("off", "FALSE", "0", "no", "on", "Yes", "1")] == [False] * 4 + [True] * 3
+    assert choice("P", "auto", ("fp32", "auto"), env={"P": "FP32"}) == "fp32"
+    for call in (lambda: whole_number("N", 1, env={"N": "-3"}), lambda: whole_number("N", 1, env={"N": "1.5"}),
+                 lambda: switch("B", True, env={"B": "maybe"}), lambda: choice("P", "auto", ("auto",), env={"P": "x"})):
+        with pytest.raises(SettingError) as error:
+            call()
+        assert error.value.code.startswith(("N=", "B=", "P=")) and "default" in error.value.code
+
+
 # ----------------------------------------------------------------------------- the client
 
 
