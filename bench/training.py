@@ -4,6 +4,7 @@
     python -m bench.training --models small,base     # from-scratch shapes: small 60 steps, base 20
     python -m bench.training --models small --steps 5 --repeats 1 --profile 0
     python -m bench.training --models e5 --tricks compile,fused-adamw   # does either speed up fp32 steps?
+    python -m bench.training --models e5 --precisions fp32 --tricks no-dropout,freeze-4,no-dropout+freeze-4
 
 e5: the default model's real recipe (configs/offline-e5-small.yaml): the pretrained
 multilingual-e5-small with mean pooling, its "query: " prefix, word embeddings frozen
@@ -51,7 +52,20 @@ MODELS = ("e5", "e5-unfrozen", "small", "base")
 DEFAULT_STEPS = {"small": 60, "base": 20, "e5": 20, "e5-unfrozen": 20}  # similar wall time per model
 E5_CONFIG = ROOT / "configs" / "offline-e5-small.yaml"
 PRECISIONS = ("fp32", "bf16")
-TRICKS = ("compile", "fused-adamw", "no-dropout")
+TRICKS = ("compile", "fused-adamw", "no-dropout", "freeze-N")  # freeze-N: embeddings and the lowest N layers
+
+
+def parse_tricks(value: str) -> list[str]:
+    """'compile,no-dropout+freeze-4' -> ['compile', 'no-dropout+freeze-4']: + joins tricks timed together."""
+    import re
+
+    chosen = [item.strip() for item in value.split(",") if item.strip()]
+    bad = [part for item in chosen for part in item.split("+")
+           if part not in TRICKS[:-1] and not re.fullmatch(r"freeze-\d+", part)]
+    if bad or not chosen:
+        raise argparse.ArgumentTypeError(f"choose from {','.join(TRICKS)} (N a number), comma-separated, + to combine "
+                                         f"(got {value!r})")
+    return chosen
 
 
 def make_batches(tokenizer, corpus, directions: list[str], batch_size: int, max_length: int, count: int, seed: int,
@@ -135,8 +149,8 @@ def profile_steps(trainer: StepRunner, steps: int, top: int = 15) -> dict:
 
 def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str], trick: str | None = None
                ) -> "StepRunner":
-    """The default recipe's model and optimizer, as training.train builds them; `trick` "compile" wraps
-    the model in torch.compile, "fused-adamw" asks AdamW for its fused kernel."""
+    """The default recipe's model and optimizer, as training.train builds them, with `trick`'s changes
+    (see TRICKS; several joined by +)."""
     import torch
 
     from training.config import load_config
@@ -144,18 +158,18 @@ def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str]
     from training.taxonomy import load_taxonomy
     from training.train import make_optimizer
 
-    cfg = load_config(E5_CONFIG, [f"model.freeze_word_embeddings={str(frozen).lower()}"])
+    parts = (trick or "").split("+")
+    overrides = [f"model.freeze_word_embeddings={str(frozen).lower()}"]
+    overrides += ["model.dropout=0"] if "no-dropout" in parts else []  # no masks to draw; the fused attention kernel
+    overrides += [f"model.freeze_layers={part.split('-')[1]}" for part in parts if part.startswith("freeze-")]
+    cfg = load_config(E5_CONFIG, overrides)
     torch.manual_seed(args.seed)
     model, tokenizer = build_model(cfg.model, load_taxonomy(ROOT / cfg.data.taxonomy), [], args.max_length)
     batches = make_batches(tokenizer, corpus, directions, args.batch_size, args.max_length,
                            args.warmup_steps + (args.steps or DEFAULT_STEPS["e5"]) * args.repeats, args.seed,
                            prefix=cfg.model.text_prefix)
-    if trick == "no-dropout":  # every dropout off: no random masks to draw, and the fused attention kernel
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
-    optimizer = make_optimizer(model, cfg, fused=True if trick == "fused-adamw" else None)
-    if trick == "compile":
+    optimizer = make_optimizer(model, cfg, fused=True if "fused-adamw" in parts else None)
+    if "compile" in parts:
         model = torch.compile(model)
     return StepRunner(model, precision, batches, cfg.train.learning_rate, optimizer=optimizer)
 
@@ -249,9 +263,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(4 layers, hidden 256), base (12 layers, hidden 768); default e5,e5-unfrozen")
     parser.add_argument("--precisions", type=lambda v: parse_choices(v, list(PRECISIONS)),
                         default=list(PRECISIONS), help="default fp32,bf16")
-    parser.add_argument("--tricks", type=lambda v: parse_choices(v, list(TRICKS)) if v else [], default=[],
-                        help="e5 only: also time fp32 with each of these, e.g. compile,fused-adamw,no-dropout (torch.compile "
-                             "of the model; AdamW's fused kernel; every dropout off); default none")
+    parser.add_argument("--tricks", type=lambda v: parse_tricks(v) if v else [], default=[],
+                        help="e5 only: also time fp32 with each of these, e.g. compile,fused-adamw,no-dropout,freeze-4 "
+                             "(torch.compile of the model; AdamW's fused kernel; model.dropout=0; model.freeze_layers=4); "
+                             "join with + to time several together (no-dropout+freeze-4); default none")
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="timed optimizer steps per repeat (default 60 for small, 20 for the others)")
     parser.add_argument("--warmup-steps", type=int, default=3, help="untimed steps first (default 3)")

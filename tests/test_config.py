@@ -20,6 +20,12 @@ def test_overrides_are_typed() -> None:
     assert cfg.seed == 7 and cfg.resolved_output_dir.name == "x"
 
 
+def test_optional_fields_take_null_or_a_value() -> None:
+    cfg = load_config("configs/offline-e5-small.yaml", ["model.dropout=0"])
+    assert cfg.model.dropout == 0.0 and isinstance(cfg.model.dropout, float)
+    assert load_config("configs/offline-e5-small.yaml", ["model.dropout=null"]).model.dropout is None
+
+
 def test_round_trip_through_dict() -> None:
     cfg = load_config("configs/offline-small.yaml", ["model.scratch.layers=2"])
     assert Config.from_dict(cfg.to_dict()) == cfg
@@ -37,6 +43,9 @@ def test_round_trip_through_dict() -> None:
         ("data.val_fraction=0.9", "val_fraction"),
         ("train.epochs", "not of the form key=value"),
         ("train=3", "train must be a mapping"),
+        ("model.dropout=1.5", "model.dropout must be null"),
+        ("model.dropout=lots", "model.dropout must be a number"),
+        ("model.freeze_layers=-1", "model.freeze_layers must be 0 or more"),
     ],
 )
 def test_bad_overrides_are_rejected_clearly(override: str, message: str) -> None:

