@@ -152,7 +152,10 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress
     model, tokenizer = build_model(cfg.model, taxonomy, [ex.text for ex in splits.train], cfg.data.max_length)
     prefix = cfg.model.text_prefix
     train_ds = to_dataset(splits.train, taxonomy, tokenizer, cfg.data.max_length, prefix)
-    val_ds = to_dataset(splits.val, taxonomy, tokenizer, cfg.data.max_length, prefix)
+    # Trainer evaluates in dataset order; sorted by length, its batches carry little padding
+    # (per-epoch evaluation took 12-17 s of a 443 s e5 run unsorted). The metrics ignore order.
+    val_ds = to_dataset(sorted(splits.val, key=lambda ex: len(ex.text)), taxonomy, tokenizer, cfg.data.max_length,
+                        prefix)
     precision = resolve_precision(cfg.train.precision)
     directions = list(taxonomy.directions)
 
