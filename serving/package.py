@@ -68,6 +68,7 @@ def package(artifact_dir: str | Path, name: str = DEFAULT_NAME, precision: str =
         "max_length": meta["max_length"],
         "base_model": meta["base_model"],
         "from_scratch": meta["from_scratch"],
+        "tfidf_fusion": bool(meta.get("tfidf_fusion")),
         "metrics": meta["metrics"],
         "trained": meta["created"],
         "run_name": meta["name"],

@@ -183,6 +183,8 @@ class Metadata(BaseModel):
     max_length: int
     base_model: Optional[str] = None
     from_scratch: Optional[bool] = None
+    # The model averages its encoder's probabilities with a TF-IDF model's (model.tfidf_fusion).
+    tfidf_fusion: bool = False
     metrics: Optional[dict[str, Any]] = None
     limits: Limits
     batching: dict[str, Any]
@@ -275,6 +277,7 @@ class FutureIndustryClassifier:
             max_length=c.max_length,
             base_model=self.info.get("base_model"),
             from_scratch=self.info.get("from_scratch"),
+            tfidf_fusion=c.lexical is not None,
             metrics=self.info.get("metrics"),
             limits=Limits(max_texts=MAX_TEXTS, max_text_chars=MAX_TEXT_CHARS, max_page_chars=MAX_PAGE_CHARS,
                           max_page_units=MAX_PAGE_UNITS, max_body_bytes=MAX_BODY_BYTES),

@@ -22,6 +22,8 @@ TINY = [
     "train.precision=fp32",
     "data.max_length=64",
     "data.label_files=[labels/seed_units.jsonl]",
+    # As the default model: encoder and TF-IDF averaged, so serving, batch and Ray tests run that path.
+    "model.tfidf_fusion=true",
 ]
 
 

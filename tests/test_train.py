@@ -52,6 +52,54 @@ def test_reloaded_artifact_predicts_identically(tiny_artifact, tmp_path) -> None
         assert pred.labels == ["other"] or "other" not in pred.labels
 
 
+def test_fused_artifact_averages_encoder_and_tfidf(tiny_artifact, tmp_path) -> None:
+    import shutil
+
+    from training.lexical import LexicalModel
+    from training.predict import ArtifactError
+
+    meta = json.loads((tiny_artifact / "artifact.json").read_text())
+    assert meta["tfidf_fusion"] is True and LexicalModel.present(tiny_artifact)
+    report = (tiny_artifact / "report.md").read_text()
+    assert "| encoder alone |" in report and "model.tfidf_fusion" in report
+    clf = Classifier.from_artifact(tiny_artifact)
+    texts = seed_texts()[:40]
+    encoder, lexical = clf.probabilities(texts, fused=False), LexicalModel.load(tiny_artifact).probabilities(texts)
+    np.testing.assert_allclose(clf.probabilities(texts), (encoder + lexical) / 2, atol=1e-6)
+    scores = [pred.scores for pred in clf.predict(texts, already_clean=True)]
+    np.testing.assert_allclose([[s[d] for d in clf.directions] for s in scores], (encoder + lexical) / 2, atol=1e-4)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_artifact, broken)
+    (broken / "tfidf_weights.npz").unlink()
+    with pytest.raises(ArtifactError, match="TF-IDF files are missing"):
+        Classifier.from_artifact(broken)
+
+
+def test_lexical_model_scores_like_scikit_learn_and_round_trips(tmp_path) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    from training.lexical import LexicalModel
+
+    texts = seed_texts()[:120]
+    y = np.zeros((len(texts), 3), dtype=np.float32)
+    y[:, 0] = ["氢" in t or "能源" in t for t in texts]
+    y[:, 1] = ["产业" in t for t in texts]  # column 2 stays empty: a constant predictor
+    model = LexicalModel.fit(texts, y, seed=1)
+    reference = OneVsRestClassifier(LogisticRegression(C=10.0, class_weight="balanced", max_iter=2000,
+                                                       random_state=1))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        reference.fit(model.vectorizer.transform(texts), y)
+    expected = reference.predict_proba(model.vectorizer.transform(texts))
+    np.testing.assert_allclose(model.probabilities(texts), expected, atol=1e-6)
+    model.save(tmp_path)
+    np.testing.assert_allclose(LexicalModel.load(tmp_path).probabilities(texts), expected, atol=1e-6)
+    assert LexicalModel.load(tmp_path).probabilities([]).shape == (0, 3)
+
+
 def test_same_seed_retrains_to_the_same_model(tiny_artifact, tmp_path) -> None:
     again = train_tiny(tmp_path / "again")
     texts = seed_texts()
@@ -64,7 +112,9 @@ def test_cross_validation_writes_a_report(tmp_path) -> None:
     from training.train import main
 
     args = ["--config", "configs/offline-small.yaml", "--quiet", "--cv", "2", "--set", f"output_dir={tmp_path}/cv"]
-    for item in [*TINY, "train.epochs=1", "data.label_files=[labels/seed_units.jsonl, labels/authored/future_energy.jsonl]"]:
+    # The encoder alone (no model.tfidf_fusion): the report then shows the fusion row beside it.
+    for item in [*TINY, "train.epochs=1", "model.tfidf_fusion=false",
+                 "data.label_files=[labels/seed_units.jsonl, labels/authored/future_energy.jsonl]"]:
         args += ["--set", item]
     assert main(args) == 0
     report = (tmp_path / "cv-cv2" / "report.md").read_text()

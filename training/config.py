@@ -73,6 +73,10 @@ class ModelConfig:
     # Dropout probability for a pretrained BERT body's hidden states and attention weights (null:
     # the checkpoint's own, 0.1 for e5). Drawing the masks is ~14% of an e5 step on CPU.
     dropout: Optional[float] = None
+    # Serve the mean of the encoder's and a character TF-IDF model's probabilities (both trained on
+    # the same units, thresholds tuned on the mean): the lexical half catches cue words the encoder
+    # misses on real pages. The TF-IDF model is stored in the artifact as arrays (training/lexical.py).
+    tfidf_fusion: bool = False
 
     def __post_init__(self) -> None:
         if self.pooling not in {"cls", "mean"}:

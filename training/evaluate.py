@@ -83,28 +83,16 @@ class TfidfBaseline:
 
     seed: int = 0
 
-    def fit(self, train: list[Example], val: list[Example], taxonomy: Taxonomy) -> "TfidfBaseline":
-        import warnings
+    def fit(self, train: list[Example], val: list[Example], taxonomy: Taxonomy, trained=None) -> "TfidfBaseline":
+        """`trained`: a LexicalModel already fitted on `train` with this seed (the fused model's half), reused."""
+        from training.lexical import LexicalModel
 
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.multiclass import OneVsRestClassifier
-
-        self.vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=1)
-        x = self.vectorizer.fit_transform([ex.text for ex in train])
-        y = multi_hot(train, taxonomy)
-        self.model = OneVsRestClassifier(
-            LogisticRegression(C=10.0, class_weight="balanced", max_iter=2000, random_state=self.seed)
-        )
-        with warnings.catch_warnings():
-            # A direction with no training example becomes a constant predictor; make_splits already warned.
-            warnings.simplefilter("ignore", UserWarning)
-            self.model.fit(x, y)
+        self.model = trained or LexicalModel.fit([ex.text for ex in train], multi_hot(train, taxonomy), seed=self.seed)
         self.thresholds = tune_thresholds(multi_hot(val, taxonomy), self.probabilities([ex.text for ex in val]))
         return self
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        return self.model.predict_proba(self.vectorizer.transform(list(texts)))
+        return self.model.probabilities(texts)
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         return (self.probabilities(texts) >= np.asarray(self.thresholds)).astype(np.float32)

@@ -183,6 +183,9 @@ class Classifier:
         self.precision = "fp32"
         self._runner = self.model  # what runs forward passes: the model, its int8 copy or an ONNX Runtime session
         self.model_dir: Path | None = None  # where an exported ONNX graph is kept (the artifact folder)
+        # model.tfidf_fusion: the TF-IDF half of the model (training/lexical.py); probabilities are the
+        # mean of the encoder's and its, and the thresholds were tuned on that mean.
+        self.lexical = None
 
     @property
     def device(self):
@@ -255,13 +258,14 @@ class Classifier:
             self.precision_report["note"] = "no calibration units"
             return "fp32"
         encoded, _ = self.encode(texts)
+        lexical = self.lexical.probabilities(texts) if self.lexical is not None else None
         results = {}
         for option in options:
             self.set_precision(option)
             self._probabilities(encoded[: self.batch_size])  # warm-up
             started = time.perf_counter()
             probs = self._probabilities(encoded)
-            results[option] = (time.perf_counter() - started, probs)
+            results[option] = (time.perf_counter() - started, probs if lexical is None else (probs + lexical) / 2)
         reference = label_matrix(decide(results["fp32"][1], self.directions, self.thresholds, self.other), self.directions)
         best = "fp32"
         for option, (seconds, probs) in results.items():
@@ -305,6 +309,13 @@ class Classifier:
                          meta["max_length"], batch_size=batch_size, meta=meta,
                          text_prefix=meta.get("text_prefix", ""))
         classifier.model_dir = path
+        if meta.get("tfidf_fusion"):
+            from training.lexical import LexicalModel
+
+            if not LexicalModel.present(path):
+                raise ArtifactError(f"{path} was trained with model.tfidf_fusion but its TF-IDF files are missing; "
+                                    "copy the whole artifact folder")
+            classifier.lexical = LexicalModel.load(path)
         classifier.precision_source = "argument"
         if precision in (None, "auto"):
             record = recorded_precision(path)
@@ -354,9 +365,16 @@ class Classifier:
                 truncated[sample] = True
         return ids, truncated
 
-    def probabilities(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """Sigmoid probabilities for already-cleaned texts, in input order."""
-        return self._probabilities(self.encode(texts)[0], progress)
+    def probabilities(self, texts: Sequence[str], progress: bool = False, fused: bool = True) -> np.ndarray:
+        """Direction probabilities for already-cleaned texts, in input order: the encoder's sigmoid, averaged
+        with the TF-IDF model's when the artifact has one (fused=False: the encoder's alone)."""
+        probs = self._probabilities(self.encode(texts)[0], progress)
+        return self._fuse(probs, texts) if fused else probs
+
+    def _fuse(self, probs: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        if self.lexical is None or not len(texts):
+            return probs
+        return (probs + self.lexical.probabilities(texts)) / 2
 
     def _probabilities(self, encoded: list[list[int]], progress: bool = False) -> np.ndarray:
         # Units are sorted by length and padded per batch (plan_batches): on mixed-length crawls
@@ -387,5 +405,6 @@ class Classifier:
         if not cleaned:
             return []
         encoded, truncated = self.encode(cleaned)
-        predictions = decide(self._probabilities(encoded, progress), self.directions, self.thresholds, self.other)
+        probs = self._fuse(self._probabilities(encoded, progress), cleaned)
+        predictions = decide(probs, self.directions, self.thresholds, self.other)
         return [replace(pred, truncated=bool(cut)) for pred, cut in zip(predictions, truncated)]
