@@ -1,14 +1,15 @@
 """Training speed on the CPU: samples/s and seconds per epoch, fp32 vs bf16 autocast.
 
-    python -m bench.training                         # the e5 recipe, word embeddings frozen and not
+    python -m bench.training                         # the e5 recipe, with its frozen parts and with none
     python -m bench.training --models small,base     # from-scratch shapes: small 60 steps, base 20
     python -m bench.training --models small --steps 5 --repeats 1 --profile 0
     python -m bench.training --models e5 --tricks compile,fused-adamw   # does either speed up fp32 steps?
-    python -m bench.training --models e5 --precisions fp32 --tricks no-dropout,freeze-4,no-dropout+freeze-4
+    python -m bench.training --models e5 --precisions fp32 --tricks freeze-0+dropout-0.1,freeze-0,freeze-4
 
 e5: the default model's real recipe (configs/offline-e5-small.yaml): the pretrained
-multilingual-e5-small with mean pooling, its "query: " prefix, word embeddings frozen
-("e5") or trained ("e5-unfrozen"), and the recipe's two-learning-rate AdamW. small and base:
+multilingual-e5-small with mean pooling, its "query: " prefix, the recipe's frozen parts
+("e5": embeddings and the lowest 6 layers, dropout off) or nothing frozen ("e5-unfrozen"), and
+the recipe's two-learning-rate AdamW. small and base:
 an offline-small-shaped model (4 layers, hidden 256, the corpus character vocabulary) and a
 BERT-base-sized one (12 layers, hidden 768, vocabulary 21,128) from random weights with one
 AdamW. All take steps on batches of real units tokenised to a fixed max_length, after a few
@@ -52,7 +53,8 @@ MODELS = ("e5", "e5-unfrozen", "small", "base")
 DEFAULT_STEPS = {"small": 60, "base": 20, "e5": 20, "e5-unfrozen": 20}  # similar wall time per model
 E5_CONFIG = ROOT / "configs" / "offline-e5-small.yaml"
 PRECISIONS = ("fp32", "bf16")
-TRICKS = ("compile", "fused-adamw", "no-dropout", "freeze-N")  # freeze-N: embeddings and the lowest N layers
+# freeze-N: model.freeze_layers=N (freeze-0: the whole encoder trained); dropout-P: model.dropout=P
+TRICKS = ("compile", "fused-adamw", "no-dropout", "freeze-N", "dropout-P")
 
 
 def parse_tricks(value: str) -> list[str]:
@@ -61,10 +63,10 @@ def parse_tricks(value: str) -> list[str]:
 
     chosen = [item.strip() for item in value.split(",") if item.strip()]
     bad = [part for item in chosen for part in item.split("+")
-           if part not in TRICKS[:-1] and not re.fullmatch(r"freeze-\d+", part)]
+           if part not in TRICKS[:3] and not re.fullmatch(r"freeze-\d+|dropout-(0|0?\.\d+)", part)]
     if bad or not chosen:
-        raise argparse.ArgumentTypeError(f"choose from {','.join(TRICKS)} (N a number), comma-separated, + to combine "
-                                         f"(got {value!r})")
+        raise argparse.ArgumentTypeError(f"choose from {','.join(TRICKS)} (N a whole number, P in [0, 1)), "
+                                         f"comma-separated, + to combine (got {value!r})")
     return chosen
 
 
@@ -159,8 +161,9 @@ def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str]
     from training.train import make_optimizer
 
     parts = (trick or "").split("+")
-    overrides = [f"model.freeze_word_embeddings={str(frozen).lower()}"]
+    overrides = [] if frozen else ["model.freeze_word_embeddings=false", "model.freeze_layers=0"]
     overrides += ["model.dropout=0"] if "no-dropout" in parts else []  # no masks to draw; the fused attention kernel
+    overrides += [f"model.dropout={part.split('-')[1]}" for part in parts if part.startswith("dropout-")]
     overrides += [f"model.freeze_layers={part.split('-')[1]}" for part in parts if part.startswith("freeze-")]
     cfg = load_config(E5_CONFIG, overrides)
     torch.manual_seed(args.seed)
@@ -256,17 +259,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.training",
         description="Training samples/s and seconds per epoch on the CPU, fp32 vs bf16 autocast, for the e5 "
-                    "recipe (word embeddings frozen or trained) and from-scratch small and BERT-base-sized models.",
+                    "recipe (with its frozen parts, or nothing frozen) and from-scratch small and BERT-base-sized models.",
     )
     parser.add_argument("--models", type=lambda v: parse_choices(v, list(MODELS)), default=["e5", "e5-unfrozen"],
-                        help="e5, e5-unfrozen (the default recipe, word embeddings frozen / trained), small "
+                        help="e5, e5-unfrozen (the default recipe; the same with nothing frozen), small "
                              "(4 layers, hidden 256), base (12 layers, hidden 768); default e5,e5-unfrozen")
     parser.add_argument("--precisions", type=lambda v: parse_choices(v, list(PRECISIONS)),
                         default=list(PRECISIONS), help="default fp32,bf16")
     parser.add_argument("--tricks", type=lambda v: parse_tricks(v) if v else [], default=[],
-                        help="e5 only: also time fp32 with each of these, e.g. compile,fused-adamw,no-dropout,freeze-4 "
-                             "(torch.compile of the model; AdamW's fused kernel; model.dropout=0; model.freeze_layers=4); "
-                             "join with + to time several together (no-dropout+freeze-4); default none")
+                        help="e5 only: also time fp32 with each of these changes to the default recipe, e.g. "
+                             "compile,fused-adamw,no-dropout,freeze-4,dropout-0.1 (torch.compile of the model; AdamW's "
+                             "fused kernel; model.dropout=0; model.freeze_layers=4; model.dropout=0.1); join with + to "
+                             "time several together (freeze-0+dropout-0.1: the previous recipe); default none")
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="timed optimizer steps per repeat (default 60 for small, 20 for the others)")
     parser.add_argument("--warmup-steps", type=int, default=3, help="untimed steps first (default 3)")
