@@ -103,7 +103,7 @@ class StepRunner:
     def __init__(self, model, precision: str, batches: list[dict], lr: float, optimizer=None):
         import torch
 
-        self.model = model.train()  # dropout on, as in training
+        self.model = model.train()  # as in training: BatchNorm batch statistics, dropout if the recipe has it
         self.optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
         self.dtype = torch.bfloat16 if precision == "bf16" else None
         self.batches = batches
@@ -216,7 +216,9 @@ def benchmark_model(name: str, args, corpus, directions: list[str]) -> dict:
         results[precision] = {"seconds": times, "median_seconds": median(times), "samples_per_s": rate,
                               "warmup_seconds": warmup_seconds[precision],
                               "over_fp32": rate / (samples / median(seconds["fp32"])) if "fp32" in seconds else None,
-                              "seconds_per_step": median(times) / steps, "seconds_per_epoch": len(corpus) / rate}
+                              "seconds_per_step": median(times) / steps, "seconds_per_epoch": len(corpus) / rate,
+                              "trainable_parameters": sum(p.numel() for p in trainers[precision].model.parameters()
+                                                          if p.requires_grad)}
     fp32, bf16 = results.get("fp32"), results.get("bf16")
     first = next(iter(trainers.values())).model
     profiles = {precision: profile_steps(trainer, args.profile) for precision, trainer in trainers.items()
@@ -238,7 +240,8 @@ def print_report(report: dict) -> None:
     for name, result in report["models"].items():
         for precision, r in result["precisions"].items():
             ratio = r.get("over_fp32") if precision != "fp32" else None
-            rows.append([name, result["parameters"] / 1e6, result.get("trainable_parameters", 0) / 1e6, precision,
+            trained = r.get("trainable_parameters", result.get("trainable_parameters", 0))  # tricks may freeze
+            rows.append([name, result["parameters"] / 1e6, trained / 1e6, precision,
                          result["steps"], r["samples_per_s"], r["seconds_per_step"], r["seconds_per_epoch"],
                          f"{ratio:.2f}x" if ratio else None])
         for precision, reason in result.get("skipped", {}).items():
