@@ -25,8 +25,15 @@ _CONSTANT_LOGIT = 30.0
 class LexicalModel:
     def __init__(self, vectorizer, coef: np.ndarray, intercept: np.ndarray) -> None:
         self.vectorizer = vectorizer
-        self.coef = np.asarray(coef, dtype=np.float64)  # (directions, features)
+        # Kept as (features, directions) in C order: a sparse row times the transposed view of a
+        # (directions, features) array took 1.4 ms per call (SciPy copies it), this layout 0.01 ms.
+        self.weights = np.ascontiguousarray(np.asarray(coef, dtype=np.float64).T)
         self.intercept = np.asarray(intercept, dtype=np.float64)  # (directions,)
+
+    @property
+    def coef(self) -> np.ndarray:
+        """(directions, features), as scikit-learn lays out coef_."""
+        return self.weights.T
 
     @classmethod
     def fit(cls, texts: Sequence[str], y: np.ndarray, seed: int = 0) -> "LexicalModel":
@@ -55,7 +62,7 @@ class LexicalModel:
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, len(self.intercept)), dtype=np.float32)
-        logits = self.vectorizer.transform(list(texts)) @ self.coef.T + self.intercept
+        logits = self.vectorizer.transform(list(texts)) @ self.weights + self.intercept
         return (1.0 / (1.0 + np.exp(-np.asarray(logits)))).astype(np.float32)
 
     def save(self, folder: str | Path) -> None:
