@@ -369,9 +369,10 @@ class Classifier:
         """Direction probabilities for already-cleaned texts, in input order: the encoder's sigmoid, averaged
         with the TF-IDF model's when the artifact has one (fused=False: the encoder's alone)."""
         probs = self._probabilities(self.encode(texts)[0], progress)
-        return self._fuse(probs, texts) if fused else probs
+        return self.fuse(probs, texts) if fused else probs
 
-    def _fuse(self, probs: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+    def fuse(self, probs: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """The encoder's probabilities `probs` for `texts`, averaged with the TF-IDF half's if there is one."""
         if self.lexical is None or not len(texts):
             return probs
         return (probs + self.lexical.probabilities(texts)) / 2
@@ -405,6 +406,6 @@ class Classifier:
         if not cleaned:
             return []
         encoded, truncated = self.encode(cleaned)
-        probs = self._fuse(self._probabilities(encoded, progress), cleaned)
+        probs = self.fuse(self._probabilities(encoded, progress), cleaned)
         predictions = decide(probs, self.directions, self.thresholds, self.other)
         return [replace(pred, truncated=bool(cut)) for pred, cut in zip(predictions, truncated)]

@@ -112,7 +112,9 @@ class FitResult:
     epochs_run: float
     best_val_macro_ap: float
     train_seconds: float
-    val_probs: np.ndarray  # the model's probabilities on the validation split, which its thresholds were tuned on
+    # The encoder's probabilities on the validation split (without the TF-IDF half): its thresholds, or the
+    # fused model's with the TF-IDF half's probabilities averaged in, were tuned on them.
+    val_probs: np.ndarray
 
 
 def is_main_process() -> bool:
@@ -231,7 +233,7 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress
         classifier.lexical = LexicalModel.fit([ex.text for ex in splits.train], multi_hot(splits.train, taxonomy),
                                               seed=cfg.seed)
         log.info("model.tfidf_fusion: TF-IDF model trained; thresholds are tuned on the mean of both")
-    classifier.thresholds = tune_thresholds(multi_hot(splits.val, taxonomy), classifier._fuse(val_probs, val_texts))
+    classifier.thresholds = tune_thresholds(multi_hot(splits.val, taxonomy), classifier.fuse(val_probs, val_texts))
     log.info("thresholds tuned on validation: %s",
              ", ".join(f"{d}={t:.2f}" for d, t in zip(directions, classifier.thresholds)))
     return FitResult(classifier, float(trainer.state.epoch or 0), float(best), seconds, val_probs)
@@ -257,7 +259,7 @@ def score_all(fitted: FitResult | None, splits: Splits, taxonomy: Taxonomy, seed
     if fitted is not None:
         clf = fitted.classifier
         probs = clf.probabilities(texts, fused=False)
-        preds[MODEL] = label_matrix(decide(clf._fuse(probs, texts), clf.directions, clf.thresholds, clf.other),
+        preds[MODEL] = label_matrix(decide(clf.fuse(probs, texts), clf.directions, clf.thresholds, clf.other),
                                     clf.directions)
         y_val = multi_hot(splits.val, taxonomy)
         if clf.lexical is not None:
