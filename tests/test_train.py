@@ -240,3 +240,14 @@ def test_freezing_lower_layers_and_dropout_reach_the_model(tmp_path) -> None:
         build_model(ModelConfig(name_or_path=str(tmp_path), freeze_layers=4), load_taxonomy(), [], 16)
     with pytest.raises(ConfigError, match="pretrained encoders"):
         build_model(ModelConfig(name_or_path="scratch", freeze_layers=1), load_taxonomy(), ["氢"], 16)
+
+
+def test_verdict_names_every_tied_baseline_and_does_not_call_a_tie_a_loss() -> None:
+    from training.evaluate import verdict
+
+    results = {"model": {"macro_f1": 0.948}, "tfidf": {"macro_f1": 0.948}, "rules": {"macro_f1": 0.948},
+               "encoder alone": {"macro_f1": 1.0}}
+    text = verdict(results, "model", not_baselines=["encoder alone"])
+    assert text.startswith("The model ties the strongest baselines, tfidf and rules") and "NOT" not in text
+    results["rules"]["macro_f1"] = 0.95
+    assert "does NOT beat the strongest baseline, rules" in verdict(results, "model", not_baselines=["encoder alone"])

@@ -197,6 +197,10 @@ def verdict(results: dict[str, dict], model_key: str, margin: float = 0.02, not_
     if model > baselines[best]:
         return (f"The model is only marginally better than the strongest baseline, {best} (macro F1 {model:.3f}; "
                 f"{others}; less than {margin:.2f} ahead).")
+    if abs(model - baselines[best]) < 1e-9:
+        tied = " and ".join(name for name, value in baselines.items() if abs(value - baselines[best]) < 1e-9)
+        return (f"The model ties the strongest baseline{'s' if ' and ' in tied else ''}, {tied} (macro F1 {model:.3f}; "
+                f"{others}): no better on this data.")
     return (f"The model does NOT beat the strongest baseline, {best} (macro F1 {model:.3f}; {others}): "
             "it has not earned its cost on this data.")
 

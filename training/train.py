@@ -348,8 +348,9 @@ def _scratch_warning(cfg: Config) -> str:
 FUSION_NOTE = f"""`{FUSION}` is not a baseline but the model and TF-IDF together: the mean of their probabilities,
 with thresholds tuned on the validation units. Where it beats both, they err on different units; `model.tfidf_fusion: true`
 serves it."""
-ENCODER_NOTE = f"""The model is `model.tfidf_fusion`: the mean of the encoder's and a TF-IDF model's probabilities (the TF-IDF
-half is trained like the baseline). `{ENCODER}` is its encoder half with its own thresholds, for comparison; not a baseline."""
+ENCODER_NOTE = f"""The `model` row is the served model (`model.tfidf_fusion`): the mean of the encoder's and a TF-IDF model's
+probabilities (the TF-IDF half is trained like the baseline), with the thresholds in `thresholds.json` tuned on that mean.
+`{ENCODER}` is its encoder half with thresholds of its own, for comparison; not a baseline."""
 FROZEN_NOTE = """A fourth system, logistic regression on the pretrained encoder's frozen mean-pooled vectors
 (before fine-tuning), shows what fine-tuning adds."""
 NO_FROZEN_NOTE = """The frozen-encoder baseline (what fine-tuning adds) is in `--cv` reports, or here with `--frozen-baseline`."""
@@ -367,6 +368,7 @@ All systems are scored on the same {len(splits.test)} test units; the TF-IDF bas
 training split and its thresholds tuned on the same validation split as the model; the cue rules are untrained
 (a unit gets every direction one of whose cues in `labels/taxonomy.yaml` appears in it, else `other`).
 {FROZEN_NOTE if FROZEN in results else NO_FROZEN_NOTE if cfg.model.name_or_path != SCRATCH else ""}
+{FUSION_NOTE if FUSION in results else ENCODER_NOTE if ENCODER in results else ""}
 
 ## Data
 
@@ -380,7 +382,6 @@ training split and its thresholds tuned on the same validation split as the mode
 
 {verdict(results, MODEL, not_baselines=[FUSION, ENCODER])} The cue list was written by people who had read the seed pages,
 so on seed units the cue rules are an optimistic yardstick.
-{FUSION_NOTE if FUSION in results else ENCODER_NOTE if ENCODER in results else ""}
 
 Macro F1 averages the labels present in the test split; "directions" leaves `other` out.
 With {len(splits.test)} test units one unit moves a direction's F1 a lot; compare systems with `--cv 5`.
