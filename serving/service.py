@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import re
 import unicodedata
@@ -254,6 +255,11 @@ class FutureIndustryClassifier:
         self.tag = str(stored.tag)
         self.info = dict(stored.info.metadata)
         self.classifier = Classifier.from_artifact(stored.path, batch_size=MAX_BATCH_SIZE, precision=PRECISION)
+        # One line per worker saying what it serves: the tag alone does not say how it scores.
+        logging.getLogger("bentoml.fic").info(  # under "bentoml": BentoML shows only its own loggers
+            "serving %s: precision %s (%s), %s, %s torch threads", self.tag, self.classifier.precision,
+            self.classifier.precision_source,
+            "encoder + TF-IDF mean" if self.classifier.lexical is not None else "encoder alone", self.threads)
         # The one thread that runs the model (see "Work policy"); its queue is first come, first served.
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.page_slots = asyncio.Semaphore(PAGES_IN_FLIGHT)

@@ -163,6 +163,11 @@ def test_unknown_paths_do_not_grow_metrics(live) -> None:
     assert httpx.get(f"{live.url}/metadata", timeout=10).status_code == 200
 
 
+def test_each_worker_logs_what_it_serves(live, model_tag) -> None:
+    lines = [line for line in live.log_text().splitlines() if f"serving {model_tag}: precision" in line]
+    assert len(lines) == 1 and "encoder + TF-IDF mean" in lines[0] and "torch threads" in lines[0], lines
+
+
 @pytest.mark.slow
 def test_a_rejected_request_is_one_log_line_without_traceback(live) -> None:
     marker = f"probe{uuid.uuid4().hex[:8]}"
