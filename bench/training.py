@@ -54,7 +54,8 @@ DEFAULT_STEPS = {"small": 60, "base": 20, "e5": 20, "e5-unfrozen": 20}  # simila
 E5_CONFIG = ROOT / "configs" / "offline-e5-small.yaml"
 PRECISIONS = ("fp32", "bf16")
 # freeze-N: model.freeze_layers=N (freeze-0: the whole encoder trained); dropout-P: model.dropout=P
-TRICKS = ("compile", "fused-adamw", "no-dropout", "freeze-N", "dropout-P")
+NAMED_TRICKS = ("compile", "fused-adamw", "no-dropout")
+TRICKS = (*NAMED_TRICKS, "freeze-N", "dropout-P")
 
 
 def parse_tricks(value: str) -> list[str]:
@@ -63,7 +64,7 @@ def parse_tricks(value: str) -> list[str]:
 
     chosen = [item.strip() for item in value.split(",") if item.strip()]
     bad = [part for item in chosen for part in item.split("+")
-           if part not in TRICKS[:3] and not re.fullmatch(r"freeze-\d+|dropout-(0|0?\.\d+)", part)]
+           if part not in NAMED_TRICKS and not re.fullmatch(r"freeze-\d+|dropout-(0|0?\.\d+)", part)]
     if bad or not chosen:
         raise argparse.ArgumentTypeError(f"choose from {','.join(TRICKS)} (N a whole number, P in [0, 1)), "
                                          f"comma-separated, + to combine (got {value!r})")

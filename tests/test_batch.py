@@ -117,8 +117,14 @@ def test_work_per_document_is_bounded(tiny_artifact, tmp_path, capsys) -> None:
             return getattr(tokenizer, name)
 
     classifier.tokenizer = Spy()
+    # ... nor does the TF-IDF half of a fused model (the n-grams of an uncut line cost gigabytes).
+    assert classifier.lexical is not None
+    lexical_seen = []
+    lexical = classifier.lexical.probabilities
+    classifier.lexical.probabilities = lambda texts: lexical_seen.extend(len(t) for t in texts) or lexical(texts)
     short, long = classifier.predict(["发展氢能。", "氢" * 1_000_000], already_clean=True)
     assert max(seen) == classifier.max_length * MAX_CHARS_PER_TOKEN
+    assert max(lexical_seen) == classifier.max_length * MAX_CHARS_PER_TOKEN
     assert long.truncated and not short.truncated
 
 

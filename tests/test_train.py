@@ -70,6 +70,9 @@ def test_fused_artifact_averages_encoder_and_tfidf(tiny_artifact, tmp_path) -> N
     np.testing.assert_allclose([[s[d] for d in clf.directions] for s in scores], (encoder + lexical) / 2, atol=1e-4)
     broken = tmp_path / "broken"
     shutil.copytree(tiny_artifact, broken)
+    (broken / "tfidf_weights.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ArtifactError, match="TF-IDF files cannot be read"):
+        Classifier.from_artifact(broken)
     (broken / "tfidf_weights.npz").unlink()
     with pytest.raises(ArtifactError, match="TF-IDF files are missing"):
         Classifier.from_artifact(broken)

@@ -258,7 +258,7 @@ class Classifier:
             self.precision_report["note"] = "no calibration units"
             return "fp32"
         encoded, _ = self.encode(texts)
-        lexical = self.lexical.probabilities(texts) if self.lexical is not None else None
+        lexical = self.lexical.probabilities(self._capped(texts)) if self.lexical is not None else None
         results = {}
         for option in options:
             self.set_precision(option)
@@ -315,7 +315,11 @@ class Classifier:
             if not LexicalModel.present(path):
                 raise ArtifactError(f"{path} was trained with model.tfidf_fusion but its TF-IDF files are missing; "
                                     "copy the whole artifact folder")
-            classifier.lexical = LexicalModel.load(path)
+            try:
+                classifier.lexical = LexicalModel.load(path)
+            except Exception as exc:  # bad JSON, a damaged .npz (zip) or missing arrays: all mean a broken copy
+                raise ArtifactError(f"{path}: its TF-IDF files cannot be read ({type(exc).__name__}: {exc}); copy "
+                                    "the whole artifact folder again or retrain") from None
         classifier.precision_source = "argument"
         if precision in (None, "auto"):
             record = recorded_precision(path)
@@ -341,14 +345,22 @@ class Classifier:
                 classifier.precision_source = "fallback"
         return classifier
 
+    @property
+    def max_chars(self) -> int:
+        """Characters of a unit the model reads: more than max_length tokens' worth of any tokenizer."""
+        return self.max_length * MAX_CHARS_PER_TOKEN
+
+    def _capped(self, texts: Sequence[str]) -> list[str]:
+        # Cap characters first, for the tokenizer and the TF-IDF half alike: overflow windows or the
+        # n-grams of an uncut 50 MB line cost gigabytes, and the encoder reads only its start anyway.
+        return [text[: self.max_chars] for text in texts]
+
     def encode(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
         """Token ids per text (cut to max_length) and a flag for the texts that were cut."""
         if not texts:
             return [], np.zeros(0, dtype=bool)
-        # Cap characters first: asking for overflow windows of an uncut 50 MB line costs gigabytes.
-        cap = self.max_length * MAX_CHARS_PER_TOKEN
-        cut = np.array([len(text) > cap for text in texts], dtype=bool)
-        texts = [text[:cap] for text in texts]
+        cut = np.array([len(text) > self.max_chars for text in texts], dtype=bool)
+        texts = self._capped(texts)
         if self.text_prefix:
             texts = [self.text_prefix + text for text in texts]
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, return_overflowing_tokens=True)
@@ -375,7 +387,7 @@ class Classifier:
         """The encoder's probabilities `probs` for `texts`, averaged with the TF-IDF half's if there is one."""
         if self.lexical is None or not len(texts):
             return probs
-        return (probs + self.lexical.probabilities(texts)) / 2
+        return (probs + self.lexical.probabilities(self._capped(texts))) / 2
 
     def _probabilities(self, encoded: list[list[int]], progress: bool = False) -> np.ndarray:
         # Units are sorted by length and padded per batch (plan_batches): on mixed-length crawls
