@@ -254,3 +254,33 @@ def test_verdict_names_every_tied_baseline_and_does_not_call_a_tie_a_loss() -> N
     assert text.startswith("The model ties the strongest baselines, tfidf and rules") and "NOT" not in text
     results["rules"]["macro_f1"] = 0.95
     assert "does NOT beat the strongest baseline, rules" in verdict(results, "model", not_baselines=["encoder alone"])
+
+
+
+def test_validation_is_read_in_dataset_order_while_training_groups_by_length(tmp_path) -> None:
+    # transformers 5 lets group_by_length shuffle evaluation batches too; fit() sorts the validation
+    # split by length and relies on it being read in that order (less padding per batch).
+    import torch
+    from datasets import Dataset
+    from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
+
+    from training.train import in_order_eval_trainer
+
+    lengths = [1 + (i * 7) % 23 for i in range(300)]
+    ds = Dataset.from_dict({"input_ids": [[5] * n for n in sorted(lengths)], "labels": [[0.0]] * len(lengths)})
+    model = BertForSequenceClassification(BertConfig(vocab_size=8, hidden_size=8, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=8, num_labels=1))
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=8, use_cpu=True,
+                             train_sampling_strategy="group_by_length", report_to="none")
+
+    def pad(features: list[dict]) -> dict:
+        width = max(len(f["input_ids"]) for f in features)
+        return {"input_ids": torch.tensor([f["input_ids"] + [0] * (width - len(f["input_ids"])) for f in features]),
+                "labels": torch.tensor([f["labels"] for f in features])}
+
+    trainer = in_order_eval_trainer()(model=model, args=args, train_dataset=ds, eval_dataset=ds, data_collator=pad)
+    widths = [batch["input_ids"].shape[1] for batch in trainer.get_eval_dataloader()]
+    assert len(widths) == -(-300 // 8) and widths == sorted(widths)
+    # Training batches are still drawn by the length-grouped sampler (shuffled megabatches).
+    train_widths = [batch["input_ids"].shape[1] for batch in trainer.get_train_dataloader()]
+    assert train_widths != sorted(train_widths)
