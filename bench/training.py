@@ -4,12 +4,13 @@
     python -m bench.training --models small,base     # from-scratch shapes: small 60 steps, base 20
     python -m bench.training --models small --steps 5 --repeats 1 --profile 0
     python -m bench.training --models e5 --tricks compile,fused-adamw   # does either speed up fp32 steps?
-    python -m bench.training --models e5 --precisions fp32 --tricks freeze-0+dropout-0.1,freeze-0,freeze-4
+    python -m bench.training --models e5 --precisions fp32 --tricks no-cache,freeze-0+dropout-0.1,freeze-0
 
 e5: the default model's real recipe (configs/offline-e5-small.yaml): the pretrained
 multilingual-e5-small with mean pooling, its "query: " prefix, the recipe's frozen parts
-("e5": embeddings and the lowest 6 layers, dropout off) or nothing frozen ("e5-unfrozen"), and
-the recipe's two-learning-rate AdamW. small and base:
+("e5": embeddings and the lowest 6 layers, dropout off, their output computed once per unit
+before the timed steps as training does, train.cache_frozen_layers) or nothing frozen
+("e5-unfrozen"), and the recipe's two-learning-rate AdamW. small and base:
 an offline-small-shaped model (4 layers, hidden 256, the corpus character vocabulary) and a
 BERT-base-sized one (12 layers, hidden 768, vocabulary 21,128) from random weights with one
 AdamW. All take steps on batches of real units tokenised to a fixed max_length, after a few
@@ -54,7 +55,8 @@ DEFAULT_STEPS = {"small": 60, "base": 20, "e5": 20, "e5-unfrozen": 20}  # simila
 E5_CONFIG = ROOT / "configs" / "offline-e5-small.yaml"
 PRECISIONS = ("fp32", "bf16")
 # freeze-N: model.freeze_layers=N (freeze-0: the whole encoder trained); dropout-P: model.dropout=P
-NAMED_TRICKS = ("compile", "fused-adamw", "no-dropout")
+# no-cache: train.cache_frozen_layers=false (the frozen layers run in every step)
+NAMED_TRICKS = ("compile", "fused-adamw", "no-dropout", "no-cache")
 TRICKS = (*NAMED_TRICKS, "freeze-N", "dropout-P")
 
 
@@ -101,7 +103,7 @@ def make_batches(tokenizer, corpus, directions: list[str], batch_size: int, max_
 class StepRunner:
     """One model and its AdamW optimizer at one precision; `steps(n)` runs n optimizer steps."""
 
-    def __init__(self, model, precision: str, batches: list[dict], lr: float, optimizer=None):
+    def __init__(self, model, precision: str, batches: list[dict], lr: float, optimizer=None, cache=None):
         import torch
 
         self.model = model.train()  # as in training: BatchNorm batch statistics, dropout if the recipe has it
@@ -109,8 +111,16 @@ class StepRunner:
         self.dtype = torch.bfloat16 if precision == "bf16" else None
         self.batches = batches
         self.position = 0
+        self.cache = cache  # training.frozen_cache.FrozenLayersCache, filled; None: every layer runs
+        self.cache_fill_seconds_per_unit = None
 
     def steps(self, n: int) -> None:
+        import contextlib
+
+        with self.cache.active() if self.cache is not None else contextlib.nullcontext():
+            self._steps(n)
+
+    def _steps(self, n: int) -> None:
         import torch
 
         for _ in range(n):
@@ -157,6 +167,7 @@ def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str]
     import torch
 
     from training.config import load_config
+    from training.frozen_cache import FrozenLayersCache, cache_unavailable_reason
     from training.model import build_model
     from training.taxonomy import load_taxonomy
     from training.train import make_optimizer
@@ -166,6 +177,7 @@ def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str]
     overrides += ["model.dropout=0"] if "no-dropout" in parts else []  # no masks to draw; the fused attention kernel
     overrides += [f"model.dropout={part.split('-')[1]}" for part in parts if part.startswith("dropout-")]
     overrides += [f"model.freeze_layers={part.split('-')[1]}" for part in parts if part.startswith("freeze-")]
+    overrides += ["train.cache_frozen_layers=false"] if "no-cache" in parts else []
     cfg = load_config(E5_CONFIG, overrides)
     torch.manual_seed(args.seed)
     model, tokenizer = build_model(cfg.model, load_taxonomy(ROOT / cfg.data.taxonomy), [], args.max_length)
@@ -173,9 +185,19 @@ def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str]
                            args.warmup_steps + (args.steps or DEFAULT_STEPS["e5"]) * args.repeats, args.seed,
                            prefix=cfg.model.text_prefix)
     optimizer = make_optimizer(model, cfg, fused=True if "fused-adamw" in parts else None)
+    cache = None
+    if cfg.train.cache_frozen_layers and cache_unavailable_reason(model, cfg.model.freeze_layers) is None:
+        # As training.train does: the frozen layers' output computed once per unit, before the steps.
+        cache = FrozenLayersCache(model, cfg.model.freeze_layers, tokenizer.pad_token_id, tokenizer.padding_side)
+        units = {tuple(ids[mask.bool()].tolist()) for batch in batches
+                 for ids, mask in zip(batch["input_ids"], batch["attention_mask"])}
+        fill_seconds = cache.fill(sorted(units), batch_size=cfg.train.eval_batch_size, bf16=precision == "bf16")
     if "compile" in parts:
         model = torch.compile(model)
-    return StepRunner(model, precision, batches, cfg.train.learning_rate, optimizer=optimizer)
+    runner = StepRunner(model, precision, batches, cfg.train.learning_rate, optimizer=optimizer, cache=cache)
+    if cache is not None:
+        runner.cache_fill_seconds_per_unit = fill_seconds / len(units)
+    return runner
 
 
 def benchmark_model(name: str, args, corpus, directions: list[str]) -> dict:
@@ -219,7 +241,9 @@ def benchmark_model(name: str, args, corpus, directions: list[str]) -> dict:
                               "over_fp32": rate / (samples / median(seconds["fp32"])) if "fp32" in seconds else None,
                               "seconds_per_step": median(times) / steps, "seconds_per_epoch": len(corpus) / rate,
                               "trainable_parameters": sum(p.numel() for p in trainers[precision].model.parameters()
-                                                          if p.requires_grad)}
+                                                          if p.requires_grad),
+                              # one-off, before the first step: the frozen layers over each distinct unit
+                              "cache_fill_seconds_per_unit": trainers[precision].cache_fill_seconds_per_unit}
     fp32, bf16 = results.get("fp32"), results.get("bf16")
     first = next(iter(trainers.values())).model
     profiles = {precision: profile_steps(trainer, args.profile) for precision, trainer in trainers.items()
@@ -253,6 +277,10 @@ def print_report(report: dict) -> None:
     print(format_table(["model", "M params", "M trained", "precision", "steps", "samples/s", "s/step", "s/epoch",
                         "/ fp32"], rows))
     for name, result in report["models"].items():
+        for precision, r in result["precisions"].items():
+            if r.get("cache_fill_seconds_per_unit"):
+                print(f"{name} {precision}: frozen layers computed once per unit before the steps, "
+                      f"{r['cache_fill_seconds_per_unit'] * 1000:.1f} ms per unit")
         for precision, prof in result.get("profile", {}).items():
             shares = ", ".join(f"{k} {v:.0%}" for k, v in prof["region_share"].items())
             ops = ", ".join(f"{o['op']} {o['self_share']:.0%}" for o in prof["top_ops_by_self_time"][:6])
@@ -272,8 +300,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=list(PRECISIONS), help="default fp32,bf16")
     parser.add_argument("--tricks", type=lambda v: parse_tricks(v) if v else [], default=[],
                         help="e5 only: also time fp32 with each of these changes to the default recipe, e.g. "
-                             "compile,fused-adamw,no-dropout,freeze-4,dropout-0.1 (torch.compile of the model; AdamW's "
-                             "fused kernel; model.dropout=0; model.freeze_layers=4; model.dropout=0.1); join with + to "
+                             "compile,fused-adamw,no-dropout,no-cache,freeze-4,dropout-0.1 (torch.compile of the "
+                             "model; AdamW's fused kernel; model.dropout=0; train.cache_frozen_layers=false; "
+                             "model.freeze_layers=4; model.dropout=0.1); join with + to "
                              "time several together (freeze-0+dropout-0.1: the previous recipe); default none")
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="timed optimizer steps per repeat (default 60 for small, 20 for the others)")

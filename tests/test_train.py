@@ -284,3 +284,49 @@ def test_validation_is_read_in_dataset_order_while_training_groups_by_length(tmp
     # Training batches are still drawn by the length-grouped sampler (shuffled megabatches).
     train_widths = [batch["input_ids"].shape[1] for batch in trainer.get_train_dataloader()]
     assert train_widths != sorted(train_widths)
+
+
+def test_cached_frozen_layers_give_the_full_models_logits_and_gradients(tmp_path) -> None:
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    from training.config import ModelConfig
+    from training.frozen_cache import FrozenLayersCache, cache_unavailable_reason
+    from training.model import build_model
+    from training.taxonomy import load_taxonomy
+
+    chars = "氢能芯片卫星材料"
+    BertTokenizer(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *chars])}).save_pretrained(tmp_path)
+    BertModel(BertConfig(vocab_size=12, hidden_size=8, num_hidden_layers=3, num_attention_heads=2,
+                         intermediate_size=16)).save_pretrained(tmp_path)
+    model, tokenizer = build_model(ModelConfig(name_or_path=str(tmp_path), pooling="mean", freeze_layers=2,
+                                               dropout=0.0), load_taxonomy(), [], 16)
+    texts = ["氢能", "芯片卫星材料氢", "卫星", "材料芯片"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    labels = torch.tensor([[1.0, 0, 0, 0, 0, 0]] * 4)
+    model.train()
+
+    def step():
+        model.zero_grad()
+        out = model(**batch, labels=labels)
+        out.loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        return out.logits.detach(), grads
+
+    full_logits, full_grads = step()
+    cache = FrozenLayersCache(model, 2, tokenizer.pad_token_id, tokenizer.padding_side)
+    cache.fill(tokenizer(texts)["input_ids"], batch_size=3)
+    assert len(cache.states) == 4 and model.training  # fill leaves the training mode as it found it
+    with cache.active():
+        cached_logits, cached_grads = step()
+        with pytest.raises(RuntimeError, match="not in the frozen-layer cache"):
+            model(**tokenizer(["氢氢氢"], return_tensors="pt"))
+    torch.testing.assert_close(cached_logits, full_logits, atol=1e-5, rtol=1e-5)
+    for cached, full in zip(cached_grads, full_grads):
+        torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
+    # Outside the block the model is whole again: unseen text runs through every layer.
+    assert "forward" not in model.bert.embeddings.__dict__
+    model(**tokenizer(["氢氢氢"], return_tensors="pt"))
+    on, _ = build_model(ModelConfig(name_or_path=str(tmp_path), pooling="mean", freeze_layers=2),
+                        load_taxonomy(), [], 16)
+    assert "dropout is on" in cache_unavailable_reason(on, 2) and cache_unavailable_reason(model, 2) is None

@@ -104,6 +104,9 @@ class TrainConfig:
     # Weight of the positive term in each direction's BCE loss (1 = plain BCE). Directions are
     # rare (a few percent of units each), so values above 1 trade precision for recall.
     pos_weight: float = 1.0
+    # With model.freeze_layers and dropout 0, compute the frozen layers' output once per unit and
+    # train on it (training/frozen_cache.py): the same model, each step runs only the layers that learn.
+    cache_frozen_layers: bool = True
 
     def __post_init__(self) -> None:
         if self.head_learning_rate < 0 or self.pos_weight <= 0:

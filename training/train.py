@@ -15,6 +15,7 @@ and both baselines, with and without the authored units.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -165,6 +166,28 @@ def rank_samples_callback():
     return RankSamples()
 
 
+def frozen_layers_cache(cfg: Config, model, tokenizer, datasets: list, precision: str, progress: bool):
+    """The frozen layers' outputs for every unit of `datasets`, or None when they cannot or should not be cached."""
+    from training.frozen_cache import MAX_CACHE_BYTES, FrozenLayersCache, cache_unavailable_reason
+
+    if not cfg.model.freeze_layers or not cfg.train.cache_frozen_layers:
+        return None
+    reason = cache_unavailable_reason(model, cfg.model.freeze_layers)
+    sequences = [ids for ds in datasets for ids in ds["input_ids"]]
+    size = sum(len(ids) for ids in sequences) * model.config.hidden_size * 4
+    if reason is None and size > MAX_CACHE_BYTES:
+        reason = f"their outputs would take {size / 2**30:.1f} GiB (limit {MAX_CACHE_BYTES / 2**30:.0f} GiB)"
+    if reason:
+        log.info("frozen layers run in every step: %s", reason)
+        return None
+    cache = FrozenLayersCache(model, cfg.model.freeze_layers, tokenizer.pad_token_id, tokenizer.padding_side)
+    seconds = cache.fill(sequences, batch_size=cfg.train.eval_batch_size, bf16=precision == "bf16", progress=progress)
+    log.info("frozen layers computed once for %d distinct units (%.0f MB) in %.0f s: each step runs the top %d "
+             "layers only (train.cache_frozen_layers)", len(cache.states), cache.nbytes / 2**20, seconds,
+             len(cache.layers) - cfg.model.freeze_layers)
+    return cache
+
+
 def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress: bool = True) -> FitResult:
     """Train one model on splits.train, early-stop and tune thresholds on splits.val."""
     import torch
@@ -238,7 +261,9 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress
         trainer.add_callback(TrainingOnlyProgress())
     log.info("training on %s with %s precision", "GPU" if torch.cuda.is_available() else "CPU", precision)
     started = time.perf_counter()
-    trainer.train()
+    cache = frozen_layers_cache(cfg, trainer.model, tokenizer, [train_ds, val_ds], precision, progress)
+    with cache.active() if cache is not None else contextlib.nullcontext():
+        trainer.train()
     seconds = time.perf_counter() - started
     best = trainer.state.best_metric if trainer.state.best_metric is not None else float("nan")
     model = trainer.model.to(torch.float32)
