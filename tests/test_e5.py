@@ -223,16 +223,23 @@ def test_chinese_vocabulary_gives_our_text_the_same_pieces(checkpoint: Path) -> 
 
 
 @pytest.mark.slow
-def test_short_fine_tune_writes_a_servable_artifact(checkpoint: Path, tmp_path) -> None:
+def test_short_fine_tune_writes_a_servable_artifact(checkpoint: Path, tmp_path, monkeypatch) -> None:
     """A few optimizer steps of the default recipe end to end; the artifact loads without custom code paths."""
+    from training.frozen_cache import FrozenLayersCache
     from training.predict import Classifier
     from training.train import main
+
+    filled = []  # the recipe freezes 6 layers with dropout off: their output is computed once per unit
+    original_fill = FrozenLayersCache.fill
+    monkeypatch.setattr(FrozenLayersCache, "fill",
+                        lambda self, sequences, **kw: filled.append(len(sequences)) or original_fill(self, sequences, **kw))
 
     out = tmp_path / "e5"
     args = ["--config", "configs/offline-e5-small.yaml", "--quiet", "--frozen-baseline",
             "--set", f"output_dir={out}", "--set", "data.label_files=[labels/seed_units.jsonl]",
             "--set", "train.epochs=0.3", "--set", "data.max_length=48", "--set", "train.eval_batch_size=32"]
     assert main(args) == 0
+    assert len(filled) == 1 and filled[0] > 150  # the seed units' train and validation splits
     meta = json.loads((out / "artifact.json").read_text())
     assert meta["text_prefix"] == "query: " and meta["pooling"] == "mean"
     assert json.loads((out / "config.json").read_text())["model_type"] == "fic-bert"
