@@ -53,6 +53,7 @@ def test_conversion_writes_a_standard_checkpoint_and_is_reused(checkpoint: Path)
 
     for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md", "conversion.json"):
         assert (checkpoint / name).is_file(), name
+    assert (checkpoint / "model.safetensors").stat().st_mode & 0o777 == (checkpoint / "config.json").stat().st_mode & 0o777
     config = AutoConfig.from_pretrained(checkpoint)
     assert (config.model_type, config.num_hidden_layers, config.hidden_size, config.vocab_size) == ("bert", 12, 384, 250037)
     record = json.loads((checkpoint / "conversion.json").read_text())

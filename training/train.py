@@ -37,7 +37,7 @@ from training.evaluate import (
 )
 from training.model import SCRATCH, FrozenEncoder, build_model
 from training.predict import ARTIFACT_FILE, CALIBRATION_FILE, Classifier, decide, label_matrix
-from training.runtime import cpu_has_native_bf16
+from training.runtime import cpu_has_native_bf16, readable_like_other_files
 from training.taxonomy import Taxonomy, load_taxonomy
 from training.text import PREPROCESSING_VERSION
 
@@ -67,6 +67,11 @@ def _training_only_progress():
     from transformers.trainer_callback import ProgressCallback
 
     class TrainingOnlyProgress(ProgressCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            super().on_train_begin(args, state, control, **kwargs)
+            if getattr(self, "training_bar", None) is not None:
+                self.training_bar.set_description("training steps")
+
         def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
             pass
 
@@ -137,6 +142,8 @@ class FitResult:
     # The encoder's probabilities on the validation split (without the TF-IDF half): its thresholds, or the
     # fused model's with the TF-IDF half's probabilities averaged in, were tuned on them.
     val_probs: np.ndarray
+    # Spent before the first step computing the frozen layers' output once per unit (0 without the cache).
+    frozen_cache_seconds: float = 0.0
 
 
 def is_main_process() -> bool:
@@ -160,8 +167,11 @@ def rank_samples_callback():
             loader.collate_fn = counting
 
         def on_train_end(self, args, state, control, **kwargs):
-            log.info("rank %d of %d: %d training samples in %g epochs", args.process_index, args.world_size,
-                     self.seen, state.epoch or 0)
+            if args.world_size > 1:
+                log.info("rank %d of %d: %d training samples in %g epochs", args.process_index, args.world_size,
+                         self.seen, state.epoch or 0)
+            else:
+                log.info("trained on %d samples in %g epochs", self.seen, state.epoch or 0)
 
     return RankSamples()
 
@@ -262,9 +272,10 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress
     log.info("training on %s with %s precision", "GPU" if torch.cuda.is_available() else "CPU", precision)
     started = time.perf_counter()
     cache = frozen_layers_cache(cfg, trainer.model, tokenizer, [train_ds, val_ds], precision, progress)
+    cache_seconds = time.perf_counter() - started
     with cache.active() if cache is not None else contextlib.nullcontext():
         trainer.train()
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started - cache_seconds
     best = trainer.state.best_metric if trainer.state.best_metric is not None else float("nan")
     model = trainer.model.to(torch.float32)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -282,7 +293,8 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress
     classifier.thresholds = tune_thresholds(multi_hot(splits.val, taxonomy), classifier.fuse(val_probs, val_texts))
     log.info("thresholds tuned on validation: %s",
              ", ".join(f"{d}={t:.2f}" for d, t in zip(directions, classifier.thresholds)))
-    return FitResult(classifier, float(trainer.state.epoch or 0), float(best), seconds, val_probs)
+    return FitResult(classifier, float(trainer.state.epoch or 0), float(best), seconds, val_probs,
+                     cache_seconds if cache is not None else 0.0)
 
 
 def frozen_encoder(cfg: Config) -> FrozenEncoder | None:
@@ -381,6 +393,13 @@ def write_artifact(out: Path, cfg: Config, taxonomy: Taxonomy, fitted: FitResult
     (out / "metrics.json").write_text(json.dumps({"test": results, "best_val_macro_ap": fitted.best_val_macro_ap,
                                                   "epochs_run": fitted.epochs_run}, indent=2), encoding="utf-8")
     (out / "report.md").write_text(single_report(cfg, taxonomy, fitted, splits, results, precision), encoding="utf-8")
+    readable_like_other_files(out)
+
+
+def _cache_note(fitted: FitResult) -> str:
+    if not fitted.frozen_cache_seconds:
+        return ""
+    return f" (after {fitted.frozen_cache_seconds:.0f} s computing the frozen layers once per unit)"
 
 
 def _scratch_warning(cfg: Config) -> str:
@@ -406,7 +425,7 @@ def single_report(cfg: Config, taxonomy: Taxonomy, fitted: FitResult, splits: Sp
     clf = fitted.classifier
     return f"""# {cfg.name}: evaluation report
 
-Model `{cfg.model.name_or_path}`, {precision} training, {fitted.epochs_run:g} epochs in {fitted.train_seconds:.0f} s
+Model `{cfg.model.name_or_path}`, {precision} training, {fitted.epochs_run:g} epochs in {fitted.train_seconds:.0f} s{_cache_note(fitted)}
 (best validation macro average precision {fitted.best_val_macro_ap:.3f}), preprocessing version {PREPROCESSING_VERSION}, seed {cfg.seed}.
 {_scratch_warning(cfg)}
 The test set holds **real crawled units only** (authored units are training data, never the yardstick).
