@@ -167,10 +167,9 @@ def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str]
     import torch
 
     from training.config import load_config
-    from training.frozen_cache import FrozenLayersCache, cache_unavailable_reason
     from training.model import build_model
     from training.taxonomy import load_taxonomy
-    from training.train import make_optimizer
+    from training.train import frozen_layers_cache, make_optimizer
 
     parts = (trick or "").split("+")
     overrides = [] if frozen else ["model.freeze_word_embeddings=false", "model.freeze_layers=0"]
@@ -185,18 +184,17 @@ def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str]
                            args.warmup_steps + (args.steps or DEFAULT_STEPS["e5"]) * args.repeats, args.seed,
                            prefix=cfg.model.text_prefix)
     optimizer = make_optimizer(model, cfg, fused=True if "fused-adamw" in parts else None)
-    cache = None
-    if cfg.train.cache_frozen_layers and cache_unavailable_reason(model, cfg.model.freeze_layers) is None:
-        # As training.train does: the frozen layers' output computed once per unit, before the steps.
-        cache = FrozenLayersCache(model, cfg.model.freeze_layers, tokenizer.pad_token_id, tokenizer.padding_side)
-        units = {tuple(ids[mask.bool()].tolist()) for batch in batches
-                 for ids, mask in zip(batch["input_ids"], batch["attention_mask"])}
-        fill_seconds = cache.fill(sorted(units), batch_size=cfg.train.eval_batch_size, bf16=precision == "bf16")
+    # As training.train does (the same function): the frozen layers' output computed once per unit,
+    # before the steps, where the recipe allows it.
+    units = [ids[mask.bool()].tolist() for batch in batches
+             for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
+    fill_seconds, cache = time_call(lambda: frozen_layers_cache(cfg, model, tokenizer, [{"input_ids": units}],
+                                                                precision, progress=False))
     if "compile" in parts:
         model = torch.compile(model)
     runner = StepRunner(model, precision, batches, cfg.train.learning_rate, optimizer=optimizer, cache=cache)
     if cache is not None:
-        runner.cache_fill_seconds_per_unit = fill_seconds / len(units)
+        runner.cache_fill_seconds_per_unit = fill_seconds / len(cache.states)
     return runner
 
 

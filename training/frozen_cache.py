@@ -66,6 +66,10 @@ class FrozenLayersCache:
                 ids.pop()
         return tuple(ids)
 
+    def _slot(self, width: int, length: int) -> slice:
+        """Where a unit of `length` tokens sits in a row padded to `width`."""
+        return slice(width - length, width) if self.padding_side == "left" else slice(0, length)
+
     @contextlib.contextmanager
     def _patched(self, modules, forward) -> Iterator[None]:
         for module in modules:
@@ -96,14 +100,13 @@ class FrozenLayersCache:
                     width = max(len(ids) for ids in batch)
                     ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
                     mask = torch.zeros((len(batch), width), dtype=torch.long)
-                    for i, seq in enumerate(batch):
-                        where = slice(width - len(seq), width) if self.padding_side == "left" else slice(0, len(seq))
+                    slots = [self._slot(width, len(seq)) for seq in batch]
+                    for i, (seq, where) in enumerate(zip(batch, slots)):
                         ids[i, where] = torch.tensor(seq)
                         mask[i, where] = 1
                     hidden = self.body(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
                     hidden = hidden.float()
-                    for i, seq in enumerate(batch):
-                        where = slice(width - len(seq), width) if self.padding_side == "left" else slice(0, len(seq))
+                    for i, (seq, where) in enumerate(zip(batch, slots)):
                         self.states[seq] = hidden[i, where].clone()
         finally:
             self.body.train(was_training)
@@ -119,10 +122,7 @@ class FrozenLayersCache:
         width = input_ids.shape[1]
         out = rows[0].new_zeros((len(rows), width, rows[0].shape[-1]))
         for i, state in enumerate(rows):
-            if self.padding_side == "left":
-                out[i, width - state.shape[0]:] = state
-            else:
-                out[i, :state.shape[0]] = state
+            out[i, self._slot(width, state.shape[0])] = state
         return out
 
     @contextlib.contextmanager
