@@ -15,6 +15,11 @@ class ConfigError(ValueError):
     """A configuration problem the user can fix; reported as one message, no traceback."""
 
 
+SPLIT_BY = ("page", "unit")
+# How per-direction decision thresholds are set after training (see training.evaluate.choose_thresholds).
+THRESHOLD_RULES = ("validation", "flat", "global")
+
+
 @dataclass
 class DataConfig:
     taxonomy: str = "labels/taxonomy.yaml"
@@ -26,8 +31,14 @@ class DataConfig:
     # Share of authored units moved to validation so early stopping sees more than a few dozen units.
     authored_val_fraction: float = 0.1
     max_length: int = 128
+    # How real units are held out, for the test split and for --cv folds: `page` keeps every unit of a
+    # page (its `doc`) on one side, as users score pages the model has never seen; `unit` splits pages
+    # across the sides (the older, optimistic yardstick: a page's furniture and wording leak into training).
+    split_by: str = "page"
 
     def __post_init__(self) -> None:
+        if self.split_by not in SPLIT_BY:
+            raise ConfigError(f"data.split_by must be one of {', '.join(SPLIT_BY)} (got {self.split_by!r})")
         if not 0 < self.val_fraction < 0.5 or not 0 < self.test_fraction < 0.5:
             raise ConfigError("data.val_fraction and data.test_fraction must each lie between 0 and 0.5")
         if not 0 <= self.authored_val_fraction < 0.5:
@@ -107,8 +118,14 @@ class TrainConfig:
     # With model.freeze_layers and dropout 0, compute the frozen layers' output once per unit and
     # train on it (training/frozen_cache.py): the same model, each step runs only the layers that learn.
     cache_frozen_layers: bool = True
+    # How the decision thresholds are set: `validation` tunes one per direction on the validation split,
+    # `global` tunes one shared threshold there, `flat` uses 0.5 everywhere. Recorded in the artifact.
+    threshold_rule: str = "validation"
 
     def __post_init__(self) -> None:
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ConfigError(f"train.threshold_rule must be one of {', '.join(THRESHOLD_RULES)} "
+                              f"(got {self.threshold_rule!r})")
         if self.head_learning_rate < 0 or self.pos_weight <= 0:
             raise ConfigError("train.head_learning_rate must be >= 0 and train.pos_weight > 0")
         if self.precision not in {"auto", "fp32", "bf16", "fp16"}:

@@ -29,6 +29,7 @@ class Example:
     labels: tuple[str, ...]
     source: str  # "seed" for hand-labelled crawled units; anything else is training-only data
     ref: str  # file:line, for messages
+    page: str | None = None  # the record's `doc`: units of one page are held out together
 
 
 def seed_unit_records(seed_dir: str | Path) -> list[dict]:
@@ -64,7 +65,8 @@ def read_label_file(path: Path, taxonomy: Taxonomy) -> list[Example]:
             if not text:
                 raise ConfigError(f"{where}: text is empty after cleaning")
             source = str(record.get("source", SEED_SOURCE if "doc" in record else "user"))
-            examples.append(Example(text, tuple(sorted(labels)), source, where))
+            page = str(record["doc"]) if record.get("doc") not in (None, "") else None
+            examples.append(Example(text, tuple(sorted(labels)), source, where, page))
     return examples
 
 
@@ -122,8 +124,65 @@ def _by_text(examples: list[Example]) -> tuple[list[Example], list[list[int]]]:
     return [examples[groups[k][0]] for k in keys], [groups[k] for k in keys]
 
 
-def kfold_indices(examples: list[Example], taxonomy: Taxonomy, k: int, seed: int) -> list[np.ndarray]:
-    """Multi-label stratified K folds (iterative stratification); returns the test indices of each fold."""
+def page_groups(examples: list[Example]) -> np.ndarray:
+    """A group id per example: the units of one page (`doc`) share one; a unit without a page is grouped
+    with the identical texts that have none.
+
+    Identical texts on two pages (a site's menu line) do not join the pages: a crawl of new pages from
+    known sites shows the model such lines again, and joining on them would merge whole sites.
+    """
+    keys = [("page", ex.page) if ex.page is not None else ("text", ex.text) for ex in examples]
+    ids = {key: n for n, key in enumerate(dict.fromkeys(keys))}
+    return np.array([ids[key] for key in keys], dtype=int)
+
+
+def _group_folds(examples: list[Example], taxonomy: Taxonomy, k: int, seed: int) -> list[np.ndarray]:
+    """K folds of whole groups (`page_groups`), label counts spread as evenly as groups allow.
+
+    With k or fewer groups every group is a fold (leave-one-page-out). Otherwise groups are dealt,
+    largest label mass first (ties in seeded random order), to the fold whose label counts stay
+    closest to an even share — the greedy multi-label stratification of Sechidis et al. over groups.
+    """
+    groups = page_groups(examples)
+    n_groups = int(groups.max()) + 1 if len(groups) else 0
+    if n_groups < 2:
+        raise ConfigError(f"cannot hold out whole pages: the real units come from {n_groups} page(s)")
+    y = _strat_matrix(examples, taxonomy)
+    group_y = np.zeros((n_groups, y.shape[1]))
+    np.add.at(group_y, groups, y)
+    rng = np.random.default_rng(seed)
+    if n_groups <= k:
+        order = rng.permutation(n_groups)
+        return [np.flatnonzero(groups == g) for g in order]
+    # Rare labels weigh more, so the few units of a rare direction are spread first.
+    weights = 1.0 / np.maximum(group_y.sum(axis=0), 1)
+    target = group_y.sum(axis=0) / k
+    fold_y = np.zeros((k, y.shape[1]))
+    fold_size = np.zeros(k)
+    members: list[list[int]] = [[] for _ in range(k)]
+    ties = rng.random(n_groups)
+    for g in sorted(range(n_groups), key=lambda g: (-(group_y[g] * weights).sum(), ties[g])):
+        cost = [((np.maximum(fold_y[f] + group_y[g] - target, 0) * weights).sum(), fold_size[f], f) for f in range(k)]
+        f = min(cost)[2]
+        fold_y[f] += group_y[g]
+        fold_size[f] += group_y[g].sum()
+        members[f].append(g)
+    return [np.flatnonzero(np.isin(groups, m)) for m in members if m]
+
+
+def kfold_indices(examples: list[Example], taxonomy: Taxonomy, k: int, seed: int, by: str = "page") -> list[np.ndarray]:
+    """Test indices of each of K folds: whole pages (`by="page"`) or single units (`by="unit"`).
+
+    By page, a page's units are never split across folds; with K pages or fewer, each page is a
+    fold (leave-one-page-out), so the number of folds can be smaller than K. By unit, folds are
+    multi-label stratified (iterative stratification) with identical texts kept together.
+    """
+    if by == "page":
+        folds = _group_folds(examples, taxonomy, k, seed)
+        if len(folds) < k:
+            log.warning("--cv %d: the real units come from %d pages, so each page is one fold (leave-one-page-out, "
+                        "%d folds)", k, len(folds), len(folds))
+        return folds
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
     unique, members = _by_text(examples)
@@ -137,8 +196,21 @@ def kfold_indices(examples: list[Example], taxonomy: Taxonomy, k: int, seed: int
     return folds
 
 
+def holdout_pages(examples: list[Example], taxonomy: Taxonomy, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, held-out) indices where the held-out side is whole pages, about `fraction` of the units.
+
+    Of the candidate folds (`kfold_indices` by page with round(1 / fraction) folds), the one that
+    holds the most directions wins, then the one whose size is closest to `fraction`.
+    """
+    folds = _group_folds(examples, taxonomy, max(2, round(1 / fraction)), seed)
+    y = multi_hot(examples, taxonomy)
+    target = fraction * len(examples)
+    held = min(folds, key=lambda f: (-int((y[f].sum(axis=0) > 0).sum()), abs(len(f) - target)))
+    return np.setdiff1d(np.arange(len(examples)), held), np.sort(held)
+
+
 def holdout_indices(examples: list[Example], taxonomy: Taxonomy, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Multi-label stratified split into (rest, held-out) indices."""
+    """Multi-label stratified split into (rest, held-out) indices, identical texts on one side."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
     unique, members = _by_text(examples)
@@ -177,15 +249,19 @@ def make_splits(
     test_fraction: float,
     extra_val_fraction: float,
     seed: int,
+    split_by: str = "page",
 ) -> Splits:
     """Train/val/test where the test set holds seed (real crawled) units only.
 
-    With `test_idx` given (a CV fold) those seed units are the test set; otherwise a
-    stratified `test_fraction` of the seed units is held out. Validation takes a
-    stratified share of the remaining seed units plus a share of the extra data.
+    With `test_idx` given (a CV fold) those seed units are the test set; otherwise about
+    `test_fraction` of the seed units is held out: whole pages (`split_by="page"`) or a
+    stratified sample of units (`"unit"`). Validation takes a stratified share of the
+    remaining seed units plus a share of the extra data; it serves early stopping and
+    threshold tuning, never as the yardstick.
     """
     if test_idx is None:
-        rest_idx, test_idx = holdout_indices(seed_units, taxonomy, test_fraction, seed)
+        holdout = holdout_pages if split_by == "page" else holdout_indices
+        rest_idx, test_idx = holdout(seed_units, taxonomy, test_fraction, seed)
     else:
         rest_idx = np.setdiff1d(np.arange(len(seed_units)), test_idx)
     rest = [seed_units[i] for i in rest_idx]

@@ -67,6 +67,70 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, default: float = 0.5)
     return thresholds
 
 
+def tune_global_threshold(y_true: np.ndarray, probs: np.ndarray, default: float = 0.5) -> float:
+    """The one grid threshold, shared by every direction, with the best macro F1 over the directions present."""
+    from sklearn.metrics import f1_score
+
+    present = np.asarray(y_true).sum(axis=0) > 0
+    if not present.any():
+        return default
+    scores = [f1_score(y_true[:, present], probs[:, present] >= t, average="macro", zero_division=0)
+              for t in THRESHOLD_GRID]
+    best = max(scores)
+    return float(min((t for t, s in zip(THRESHOLD_GRID, scores) if s == best), key=lambda t: abs(t - default)))
+
+
+def choose_thresholds(rule: str, y_val: np.ndarray, val_probs: np.ndarray) -> list[float]:
+    """Decision thresholds by `train.threshold_rule`: `validation` (one per direction, tuned on the validation
+    split), `global` (one for all, tuned there) or `flat` (0.5)."""
+    n = np.asarray(y_val).shape[1]
+    if rule == "validation":
+        return tune_thresholds(y_val, val_probs)
+    if rule == "global":
+        return [tune_global_threshold(y_val, val_probs)] * n
+    if rule == "flat":
+        return [0.5] * n
+    raise ValueError(f"unknown threshold rule {rule!r}")
+
+
+# The rules compared in a --cv report: the deployable ones plus `real out-of-fold`, per-direction thresholds
+# tuned on the held-out real units of the *other* folds (what a CV over more real pages could give a model).
+DECISION_RULES = ("validation", "global", "flat", "real out-of-fold")
+
+
+def decision_table(folds: list[dict[str, np.ndarray]], taxonomy: Taxonomy) -> dict[str, dict[str, list[float]]]:
+    """Macro F1 per fold of each (system, threshold rule) from the probabilities a --cv run kept.
+
+    Each fold dict holds `y_test`, `y_val` and, per system, `<system>_test` / `<system>_val` probabilities
+    for `encoder` and `tfidf`; `fused` is their mean, as model.tfidf_fusion serves it.
+    """
+    systems = {"encoder alone": lambda f, part: f[f"encoder_{part}"],
+               "encoder + tfidf mean": lambda f, part: (f[f"encoder_{part}"] + f[f"tfidf_{part}"]) / 2}
+    table: dict[str, dict[str, list[float]]] = {}
+    for system, probs in systems.items():
+        table[system] = {rule: [] for rule in DECISION_RULES}
+        for i, fold in enumerate(folds):
+            test = probs(fold, "test")
+            for rule in DECISION_RULES:
+                if rule == "real out-of-fold":
+                    others = [g for j, g in enumerate(folds) if j != i]
+                    thresholds = tune_thresholds(np.vstack([g["y_test"] for g in others]),
+                                                 np.vstack([probs(g, "test") for g in others]))
+                else:
+                    thresholds = choose_thresholds(rule, fold["y_val"], probs(fold, "val"))
+                pred = (test >= np.asarray(thresholds)).astype(np.float32)
+                table[system][rule].append(metrics(fold["y_test"], pred, taxonomy)["macro_f1"])
+    return table
+
+
+def decision_markdown(table: dict[str, dict[str, list[float]]]) -> str:
+    rules = list(next(iter(table.values())))
+    rows = ["| system | " + " | ".join(f"{r} thresholds" for r in rules) + " |", "|---|" + "---:|" * len(rules)]
+    for system, by_rule in table.items():
+        rows.append(f"| {system} | " + " | ".join(mean_std(v) for v in by_rule.values()) + " |")
+    return "\n".join(rows)
+
+
 def cue_rules(texts: Sequence[str], taxonomy: Taxonomy) -> np.ndarray:
     """The untrained dictionary baseline: every direction one of whose cues appears in the text."""
     y = np.zeros((len(texts), len(taxonomy.directions)), dtype=np.float32)

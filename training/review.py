@@ -624,7 +624,7 @@ def out_of_fold(examples: list, taxonomy: Taxonomy, k: int, seed: int) -> tuple[
 
     probs = np.zeros((len(examples), len(taxonomy.directions)), dtype=np.float64)
     preds = np.zeros_like(probs)
-    for i, test_idx in enumerate(kfold_indices(examples, taxonomy, k, seed)):
+    for i, test_idx in enumerate(kfold_indices(examples, taxonomy, k, seed, by="unit")):
         rest = [examples[j] for j in np.setdiff1d(np.arange(len(examples)), test_idx)]
         train_i, val_i = holdout_indices(rest, taxonomy, 0.15, seed + i)
         model = TfidfBaseline(seed=seed).fit([rest[j] for j in train_i], [rest[j] for j in val_i], taxonomy)

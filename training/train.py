@@ -33,7 +33,7 @@ from training.config import Config, ConfigError, load_config
 from training.data import Example, Splits, kfold_indices, label_counts, load_examples, make_splits, multi_hot, to_dataset
 from training.evaluate import (
     FrozenFeatureBaseline, TfidfBaseline, cooccurrence, cue_rules, macro_average_precision, mean_std, metrics, per_label_table,
-    plot_cooccurrence, summary_table, tune_thresholds, verdict,
+    choose_thresholds, decision_markdown, decision_table, plot_cooccurrence, summary_table, verdict,
 )
 from training.model import SCRATCH, FrozenEncoder, build_model
 from training.predict import ARTIFACT_FILE, CALIBRATION_FILE, Classifier, decide, label_matrix
@@ -46,7 +46,7 @@ log = logging.getLogger("training")
 AUTHORED = "authored"
 MODEL, TFIDF, RULES, FROZEN = "model", "tfidf+logreg", "cue rules", "frozen encoder+logreg"
 # Late fusion, measured beside the others when the model is the encoder alone: the mean of its and
-# TF-IDF's probabilities with thresholds tuned on validation — what model.tfidf_fusion serves.
+# TF-IDF's probabilities with thresholds set by train.threshold_rule — what model.tfidf_fusion serves.
 FUSION = "model+tfidf mean"
 # With model.tfidf_fusion the model row is that mean; this row is its encoder half alone.
 ENCODER = "encoder alone"
@@ -290,8 +290,9 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress
         classifier.lexical = LexicalModel.fit([ex.text for ex in splits.train], multi_hot(splits.train, taxonomy),
                                               seed=cfg.seed)
         log.info("model.tfidf_fusion: TF-IDF model trained; thresholds are tuned on the mean of both")
-    classifier.thresholds = tune_thresholds(multi_hot(splits.val, taxonomy), classifier.fuse(val_probs, val_texts))
-    log.info("thresholds tuned on validation: %s",
+    rule = cfg.train.threshold_rule
+    classifier.thresholds = choose_thresholds(rule, multi_hot(splits.val, taxonomy), classifier.fuse(val_probs, val_texts))
+    log.info("thresholds (train.threshold_rule %s): %s", rule,
              ", ".join(f"{d}={t:.2f}" for d, t in zip(directions, classifier.thresholds)))
     return FitResult(classifier, float(trainer.state.epoch or 0), float(best), seconds, val_probs,
                      cache_seconds if cache is not None else 0.0)
@@ -305,33 +306,50 @@ def frozen_encoder(cfg: Config) -> FrozenEncoder | None:
                          batch_size=cfg.train.eval_batch_size)
 
 
+@dataclass
+class Scored:
+    """One split's results: metrics and predicted label matrices per system, and the probabilities kept for
+    re-deciding the threshold rule and fusion afterwards (`decision_table`)."""
+
+    results: dict
+    preds: dict
+    probs: dict[str, np.ndarray]
+
+
 def score_all(fitted: FitResult | None, splits: Splits, taxonomy: Taxonomy, seed: int,
-              encoder: FrozenEncoder | None = None) -> tuple[dict, dict]:
-    """Test-set metrics for the model (unless None) and the baselines; also their predicted label matrices."""
+              encoder: FrozenEncoder | None = None, threshold_rule: str = "validation") -> Scored:
+    """Test-set metrics for the model (unless None) and the baselines; also their predicted label matrices.
+
+    The `encoder alone` / `model+tfidf mean` comparison rows set their thresholds by the model's rule.
+    """
     texts = [ex.text for ex in splits.test]
+    val_texts = [ex.text for ex in splits.val]
     y_true = multi_hot(splits.test, taxonomy)
+    y_val = multi_hot(splits.val, taxonomy)
     preds = {}
     # The fused model's TF-IDF half is this baseline's model (same units, same seed): fitted once.
     tfidf = TfidfBaseline(seed=seed).fit(splits.train, splits.val, taxonomy,
                                          trained=fitted.classifier.lexical if fitted is not None else None)
+    probs = {"y_test": y_true, "y_val": y_val, "tfidf_test": tfidf.probabilities(texts),
+             "tfidf_val": tfidf.probabilities(val_texts)}
     if fitted is not None:
         clf = fitted.classifier
-        probs = clf.probabilities(texts, fused=False)
-        preds[MODEL] = label_matrix(decide(clf.fuse(probs, texts), clf.directions, clf.thresholds, clf.other),
+        enc = clf.probabilities(texts, fused=False)
+        probs.update(encoder_test=enc, encoder_val=fitted.val_probs)
+        preds[MODEL] = label_matrix(decide(clf.fuse(enc, texts), clf.directions, clf.thresholds, clf.other),
                                     clf.directions)
-        y_val = multi_hot(splits.val, taxonomy)
         if clf.lexical is not None:
-            thresholds = np.asarray(tune_thresholds(y_val, fitted.val_probs))
-            preds[ENCODER] = (probs >= thresholds).astype(np.float32)
+            thresholds = np.asarray(choose_thresholds(threshold_rule, y_val, fitted.val_probs))
+            preds[ENCODER] = (enc >= thresholds).astype(np.float32)
         else:
-            val_fused = (fitted.val_probs + tfidf.probabilities([ex.text for ex in splits.val])) / 2
-            thresholds = np.asarray(tune_thresholds(y_val, val_fused))
-            preds[FUSION] = (((probs + tfidf.probabilities(texts)) / 2) >= thresholds).astype(np.float32)
+            val_fused = (fitted.val_probs + probs["tfidf_val"]) / 2
+            thresholds = np.asarray(choose_thresholds(threshold_rule, y_val, val_fused))
+            preds[FUSION] = (((enc + probs["tfidf_test"]) / 2) >= thresholds).astype(np.float32)
     preds[TFIDF] = tfidf.predict(texts)
     preds[RULES] = cue_rules(texts, taxonomy)
     if encoder is not None:
         preds[FROZEN] = FrozenFeatureBaseline(encoder, seed=seed).fit(splits.train, splits.val, taxonomy).predict(texts)
-    return {name: metrics(y_true, y, taxonomy) for name, y in preds.items()}, preds
+    return Scored({name: metrics(y_true, y, taxonomy) for name, y in preds.items()}, preds, probs)
 
 
 def split_real_authored(examples: list[Example]) -> tuple[list[Example], list[Example]]:
@@ -372,6 +390,8 @@ def write_artifact(out: Path, cfg: Config, taxonomy: Taxonomy, fitted: FitResult
         "other": taxonomy.other,
         "labels": taxonomy.all_labels,
         "thresholds": clf.thresholds,
+        "threshold_rule": cfg.train.threshold_rule,
+        "test_split": split_description(splits.test, cfg.data.split_by),
         "max_length": cfg.data.max_length,
         "preprocessing_version": PREPROCESSING_VERSION,
         "base_model": cfg.model.name_or_path,
@@ -411,11 +431,11 @@ def _scratch_warning(cfg: Config) -> str:
 
 
 FUSION_NOTE = f"""`{FUSION}` is not a baseline but the model and TF-IDF together: the mean of their probabilities,
-with thresholds tuned on the validation units. Where it beats both, they err on different units; `model.tfidf_fusion: true`
+with thresholds set by the model's rule. Where it beats both, they err on different units; `model.tfidf_fusion: true`
 serves it."""
 ENCODER_NOTE = f"""The `model` row is the served model (`model.tfidf_fusion`): the mean of the encoder's and a TF-IDF model's
-probabilities (the TF-IDF half is trained like the baseline), with the thresholds in `thresholds.json` tuned on that mean.
-`{ENCODER}` is its encoder half with thresholds of its own, for comparison; not a baseline."""
+probabilities (the TF-IDF half is trained like the baseline), with the thresholds in `thresholds.json` set on that mean.
+`{ENCODER}` is its encoder half with thresholds of its own (same rule), for comparison; not a baseline."""
 FROZEN_NOTE = """A fourth system, logistic regression on the pretrained encoder's frozen mean-pooled vectors
 (before fine-tuning), shows what fine-tuning adds."""
 NO_FROZEN_NOTE = """The frozen-encoder baseline (what fine-tuning adds) is in `--cv` reports, or here with `--frozen-baseline`."""
@@ -428,7 +448,8 @@ def single_report(cfg: Config, taxonomy: Taxonomy, fitted: FitResult, splits: Sp
 Model `{cfg.model.name_or_path}`, {precision} training, {fitted.epochs_run:g} epochs in {fitted.train_seconds:.0f} s{_cache_note(fitted)}
 (best validation macro average precision {fitted.best_val_macro_ap:.3f}), preprocessing version {PREPROCESSING_VERSION}, seed {cfg.seed}.
 {_scratch_warning(cfg)}
-The test set holds **real crawled units only** (authored units are training data, never the yardstick).
+The test set holds **real crawled units only** (authored units are training data, never the yardstick):
+{split_description(splits.test, cfg.data.split_by)}.
 All systems are scored on the same {len(splits.test)} test units; the TF-IDF baseline is trained on the same
 training split and its thresholds tuned on the same validation split as the model; the cue rules are untrained
 (a unit gets every direction one of whose cues in `labels/taxonomy.yaml` appears in it, else `other`).
@@ -461,7 +482,7 @@ With {len(splits.test)} test units one unit moves a direction's F1 a lot; compar
 
 Row = true label, column = predicted label; a multi-label unit counts in every pair.
 
-## Thresholds (tuned on validation)
+## Thresholds (`train.threshold_rule: {cfg.train.threshold_rule}`)
 
 {", ".join(f"`{d}` {t:.2f}" for d, t in zip(clf.directions, clf.thresholds))}
 
@@ -475,19 +496,29 @@ def run_single(cfg: Config, progress: bool = True, frozen_baseline: bool = False
     log_data(examples, taxonomy)
     real, authored = split_real_authored(examples)
     splits = make_splits(real, authored, taxonomy, None, cfg.data.val_fraction, cfg.data.test_fraction,
-                         cfg.data.authored_val_fraction, cfg.seed)
-    log.info("splits:\n%s", splits.describe(taxonomy))
+                         cfg.data.authored_val_fraction, cfg.seed, cfg.data.split_by)
+    log.info("splits (test: %s):\n%s", split_description(splits.test, cfg.data.split_by), splits.describe(taxonomy))
     out = cfg.resolved_output_dir
     fitted = fit(cfg, splits, taxonomy, out / "checkpoints", progress)
     if not is_main_process():  # torchrun: every rank trained its shard; rank 0 writes the one artifact
         return out
     # The frozen-feature baseline costs one more pass of the encoder over every training unit
     # (over a minute for e5 on 2 cores); --cv always reports it, a single run only when asked.
-    results, preds = score_all(fitted, splits, taxonomy, cfg.seed, frozen_encoder(cfg) if frozen_baseline else None)
+    scored = score_all(fitted, splits, taxonomy, cfg.seed, frozen_encoder(cfg) if frozen_baseline else None,
+                       cfg.train.threshold_rule)
+    results, preds = scored.results, scored.preds
     write_artifact(out, cfg, taxonomy, fitted, splits, results, preds, resolve_precision(cfg.train.precision))
     log.info("test macro F1: %s", ", ".join(f"{name} {r['macro_f1']:.3f}" for name, r in results.items()))
     log.info("artifact written to %s (report: %s)", out, out / "report.md")
     return out
+
+
+def split_description(test: list[Example], split_by: str) -> str:
+    """How the held-out real units were chosen, for logs and reports."""
+    if split_by == "unit":
+        return "single units, stratified; units of one page sit on both sides"
+    pages = sorted({ex.page or ex.text for ex in test})
+    return f"{len(pages)} whole page{'s' if len(pages) != 1 else ''} ({', '.join(pages[:4])}{', …' if len(pages) > 4 else ''})"
 
 
 def run_cv(cfg: Config, k: int, real_only_arm: bool = True, baselines_only: bool = False,
@@ -497,7 +528,7 @@ def run_cv(cfg: Config, k: int, real_only_arm: bool = True, baselines_only: bool
     examples = load_examples(cfg.data.label_files, taxonomy)
     log_data(examples, taxonomy)
     real, authored = split_real_authored(examples)
-    folds = kfold_indices(real, taxonomy, k, cfg.seed)
+    folds = kfold_indices(real, taxonomy, k, cfg.seed, by=cfg.data.split_by)
     arms = {"real + authored": authored, "real only": []} if authored else {"real only": []}
     if authored and not real_only_arm:
         del arms["real only"]
@@ -505,33 +536,47 @@ def run_cv(cfg: Config, k: int, real_only_arm: bool = True, baselines_only: bool
     out = Path(f"{cfg.resolved_output_dir}-cv{k}")
     out.mkdir(parents=True, exist_ok=True)
     fold_results: dict[str, list[dict]] = {arm: [] for arm in arms}
+    fold_probs: dict[str, list[dict]] = {arm: [] for arm in arms}
     pooled = {arm: [np.zeros((0, len(taxonomy.directions)))] * 2 for arm in arms}
     for arm, extra in arms.items():
         for i, test_idx in enumerate(folds):
-            log.info("[%s] fold %d/%d: %d test units", arm, i + 1, k, len(test_idx))
-            splits = make_splits(real, extra, taxonomy, test_idx, cfg.data.val_fraction, 1 / k,
+            splits = make_splits(real, extra, taxonomy, test_idx, cfg.data.val_fraction, 1 / len(folds),
                                  cfg.data.authored_val_fraction, cfg.seed + i)
+            log.info("[%s] fold %d/%d: %d test units, %s", arm, i + 1, len(folds), len(test_idx),
+                     split_description(splits.test, cfg.data.split_by))
             fitted = None if baselines_only else fit(cfg, splits, taxonomy, out / "checkpoints", progress)
-            results, preds = score_all(fitted, splits, taxonomy, cfg.seed + i, encoder)
-            fold_results[arm].append(results)
+            scored = score_all(fitted, splits, taxonomy, cfg.seed + i, encoder, cfg.train.threshold_rule)
+            fold_results[arm].append(scored.results)
+            fold_probs[arm].append(scored.probs)
             # Written after every fold so an interrupted CV keeps what it measured.
-            (out / "metrics.json").write_text(json.dumps({"k": k, "folds": fold_results}, indent=2), encoding="utf-8")
+            (out / "metrics.json").write_text(json.dumps({"k": len(folds), "split_by": cfg.data.split_by,
+                                                          "folds": fold_results}, indent=2), encoding="utf-8")
             pooled[arm] = [np.vstack([pooled[arm][0], multi_hot(splits.test, taxonomy)]),
-                           np.vstack([pooled[arm][1], preds[MODEL if MODEL in preds else TFIDF]])]
+                           np.vstack([pooled[arm][1], scored.preds[MODEL if MODEL in scored.preds else TFIDF]])]
             log.info("[%s] fold %d macro F1: %s", arm, i + 1,
-                     ", ".join(f"{name} {r['macro_f1']:.3f}" for name, r in results.items()))
+                     ", ".join(f"{name} {r['macro_f1']:.3f}" for name, r in scored.results.items()))
     main_arm = next(iter(arms))
+    decision = None
+    if not baselines_only:
+        decision = decision_table(fold_probs[main_arm], taxonomy)
+        # Every fold's probabilities, so the threshold rule and fusion can be re-decided without retraining.
+        np.savez_compressed(out / "probabilities.npz", **{f"fold{i}_{key}": value
+                                                          for i, fold in enumerate(fold_probs[main_arm])
+                                                          for key, value in fold.items()})
     plot_cooccurrence(cooccurrence(*pooled[main_arm]), taxonomy, out / "cooccurrence.png",
-                      f"{cfg.name}, {k}-fold CV ({main_arm}): all held-out real units")
-    (out / "metrics.json").write_text(json.dumps({"k": k, "folds": fold_results}, indent=2), encoding="utf-8")
+                      f"{cfg.name}, {len(folds)}-fold CV ({main_arm}): all held-out real units")
+    (out / "metrics.json").write_text(json.dumps({"k": len(folds), "split_by": cfg.data.split_by,
+                                                  "folds": fold_results, "decision": decision}, indent=2),
+                                      encoding="utf-8")
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False), encoding="utf-8")
-    (out / "report.md").write_text(cv_report(cfg, taxonomy, k, real, authored, fold_results), encoding="utf-8")
+    (out / "report.md").write_text(cv_report(cfg, taxonomy, k, real, authored, fold_results, folds, decision),
+                                   encoding="utf-8")
     log.info("cross-validation report written to %s", out / "report.md")
     return out
 
 
 def cv_report(cfg: Config, taxonomy: Taxonomy, k: int, real: list[Example], authored: list[Example],
-              fold_results: dict[str, list[dict]]) -> str:
+              fold_results: dict[str, list[dict]], folds: list[np.ndarray], decision: dict | None = None) -> str:
     rows = ["| training data | system | micro F1 | macro F1 | macro F1 (directions) | exact match |",
             "|---|---|---:|---:|---:|---:|"]
     for arm, folds in fold_results.items():
@@ -556,12 +601,35 @@ def cv_report(cfg: Config, taxonomy: Taxonomy, k: int, real: list[Example], auth
             lines.append(f"- {system}: {b:.3f} → {a:.3f} ({a - b:+.3f})")
         gain = (f"\nAdding the {len(authored)} authored units changes mean macro F1 on held-out real units:\n"
                 + "\n".join(lines) + "\n")
-    return f"""# {cfg.name}: {k}-fold cross-validation on real units
+    n = len(folds)
+    if cfg.data.split_by == "page":
+        pages = len({ex.page or ex.text for ex in real})
+        how = (f"grouped by page (`data.split_by: page`): each of the {pages} pages sits whole in one fold"
+               + (", one page per fold (leave-one-page-out)" if n == pages else ", folds balanced by label as far as "
+                  "whole pages allow") + "; identical texts are kept in one fold too")
+    else:
+        how = ("by single units (`data.split_by: unit`, multi-label stratified, identical texts kept in one fold): "
+               "units of one page sit in several folds, so a fold is scored on pages it has partly trained on")
+    decision_part = ""
+    if decision:
+        decision_part = f"""
+## Threshold rule and fusion, decided on these folds ("{main_arm}" arm)
 
-Folds are made of the {len(real)} real crawled units only (multi-label stratified, identical texts kept in one fold).
+Mean ± std macro F1 over the folds for the encoder alone and for its mean with the TF-IDF model, under each way of
+setting the thresholds: `validation` (one per direction, tuned on the validation split), `global` (one shared,
+tuned there), `flat` (0.5), and `real out-of-fold` (one per direction, tuned on the other folds' held-out real
+units; not available to a single training run). This run served `{cfg.train.threshold_rule}` thresholds
+{"with" if cfg.model.tfidf_fusion else "without"} fusion. `probabilities.npz` keeps every fold's probabilities.
+
+{decision_markdown(decision)}
+"""
+    return f"""# {cfg.name}: {n}-fold cross-validation on real units
+
+Folds are made of the {len(real)} real crawled units only, {how}.
 Each fold trains on the other folds — plus the {len(authored)} authored units in the "real + authored" arm — and is
 scored on its held-out real units. Model `{cfg.model.name_or_path}`, seed {cfg.seed}, preprocessing version
-{PREPROCESSING_VERSION}. Values are mean ± sample standard deviation over the {k} folds.
+{PREPROCESSING_VERSION}, thresholds `{cfg.train.threshold_rule}`. Values are mean ± sample standard deviation over
+the {n} folds.
 {_scratch_warning(cfg)}
 ## Headline
 
@@ -574,6 +642,7 @@ The cue rules need no training, so both arms show the same numbers for them. The
 (`labels/taxonomy.yaml`) was written by people who had read the seed pages, so on seed units
 they are an optimistic yardstick.
 
+{decision_part}
 ## Per-label F1 ("{main_arm}" arm)
 
 {chr(10).join(per_label)}
