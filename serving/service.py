@@ -62,7 +62,7 @@ from starlette.routing import Route
 from serving.guards import EdgeGuard, RequestLimits, quiet_client_errors, refuse_new_connections_on_sigterm
 from serving.settings import choice, switch, whole_number
 from training.predict import PRECISIONS
-from training.text import PREPROCESSING_VERSION, clean
+from training.text import PREPROCESSING_VERSION
 
 MODEL_TAG = os.environ.get("FIC_MODEL", "").strip() or "future-industry-classifier:latest"
 MAX_BATCH_SIZE = whole_number("FIC_MAX_BATCH_SIZE", 64)
@@ -122,14 +122,17 @@ def kept_character_pattern() -> str:
 _KEPT = re.compile(kept_character_pattern())
 
 
-def _cleaned_unit(text: str) -> str:
-    # The first check is exactly the pattern the OpenAPI document states; the second is what
-    # the model needs. Characters above U+FFFF alone do not count: see kept_character_pattern.
-    cleaned = clean(text) if _KEPT.search(text) else ""
-    if not cleaned:
+def _has_text(text: str) -> str:
+    # Exactly the pattern the OpenAPI document states; characters above U+FFFF alone do not count
+    # (see kept_character_pattern). A text with one such character is never empty after cleaning
+    # (test_documented_text_pattern_agrees_with_cleaning checks every character). The text is
+    # returned as sent: BentoML 1.4 attaches the annotations of a list item twice, so this runs
+    # twice per text, and a validator that cleaned would clean twice (薴 -> 苧 -> 苎) and refuse
+    # a text whose cleaned form lies above U+FFFF (䫟 -> 𫖲). `classify` cleans once.
+    if not _KEPT.search(text):
         raise ValueError("text is empty after cleaning (only whitespace, invisible, control or private-use "
                          "characters, or only characters above U+FFFF); send real text")
-    return cleaned
+    return text
 
 
 # Validation runs per request, before adaptive batching merges requests, so one bad
@@ -137,7 +140,7 @@ def _cleaned_unit(text: str) -> str:
 UnitText = Annotated[
     str,
     Field(min_length=1, max_length=MAX_TEXT_CHARS, description=f"one unit of text, at most {MAX_TEXT_CHARS} characters"),
-    AfterValidator(_cleaned_unit),
+    AfterValidator(_has_text),
 ]
 
 
@@ -292,16 +295,17 @@ class FutureIndustryClassifier:
             precision=c.precision,
         )
 
-    async def _predict(self, texts: Sequence[str]) -> list:
+    async def _predict(self, texts: Sequence[str], already_clean: bool) -> list:
         return await asyncio.get_running_loop().run_in_executor(
-            self.model_thread, functools.partial(self.classifier.predict, texts, already_clean=True))
+            self.model_thread, functools.partial(self.classifier.predict, texts, already_clean=already_clean))
 
     @bentoml.api(batchable=BATCHING, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
     async def classify(
         self, texts: Annotated[list[UnitText], Field(min_length=1, max_length=MAX_TEXTS)]
     ) -> list[UnitResult]:
         """Classify units of text. Concurrent requests are merged into one model call."""
-        return [UnitResult(**p.to_dict()) for p in await self._predict(texts)]
+        # The texts arrive as sent (see _has_text) and are cleaned here, once, as the batch scorer does.
+        return [UnitResult(**p.to_dict()) for p in await self._predict(texts, already_clean=False)]
 
     @bentoml.api
     async def classify_page(
@@ -324,7 +328,7 @@ class FutureIndustryClassifier:
         async with self.page_slots:
             for start in range(0, len(units), PAGE_CHUNK_UNITS):
                 chunk = [unit.text for unit in units[start:start + PAGE_CHUNK_UNITS]]
-                predictions += await self._predict(chunk)
+                predictions += await self._predict(chunk, already_clean=True)  # split_units cleaned them
         c = self.classifier
 
         def result() -> PageResult:  # thousands of models: built off the event loop, like the splitting

@@ -339,6 +339,45 @@ def test_documented_text_pattern_agrees_with_cleaning() -> None:
     assert not disagree, disagree[:20]
 
 
+@pytest.mark.slow
+def test_a_one_character_text_is_accepted_and_cleaned_once(tiny_artifact, monkeypatch) -> None:
+    # 䫟 is in the documented pattern but cleans to 𫖲 (above U+FFFF), and 薴 cleans to 苧, which a
+    # second cleaning turns into 苎: a validator that cleaned, run twice by BentoML, refused the first
+    # and fed the model the twice-cleaned second, unlike the batch scorer, which cleans once.
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import training.predict
+    from serving.service import FutureIndustryClassifier
+    from training.predict import Classifier
+    from training.text import clean
+
+    sent = ["䫟", "薴", "發展人形機器人產業"]
+    # What the HTTP layer does with the body: BentoML's input model of /classify, validators and all.
+    texts = FutureIndustryClassifier.apis["classify"].input_spec.model_validate_json(
+        json.dumps({"texts": sent})).texts
+    assert texts == sent
+
+    cleaned: list[str] = []
+
+    def counting_clean(text: str) -> str:
+        cleaned.append(text)
+        return clean(text)
+
+    monkeypatch.setattr(training.predict, "clean", counting_clean)
+    service = FutureIndustryClassifier.inner.__new__(FutureIndustryClassifier.inner)  # no model store needed
+    service.classifier = Classifier.from_artifact(tiny_artifact, precision="fp32")
+    service.model_thread = ThreadPoolExecutor(max_workers=1)
+    try:
+        results = asyncio.run(service.classify(texts))
+    finally:
+        service.model_thread.shutdown()
+    assert cleaned == sent  # each text cleaned once, from what was sent
+    once = service.classifier.predict([clean(text) for text in sent], already_clean=True)
+    assert [result.scores for result in results] == [prediction.scores for prediction in once]
+    assert [result.labels for result in results] == [prediction.labels for prediction in once]
+
+
 def test_shed_and_concurrency_replies_say_retry() -> None:
     import asyncio
 

@@ -57,7 +57,24 @@ def clean(text: str) -> str:
     text = "".join(ch for ch in text if not _is_dropped_char(ch))
     text = _GLOSS.sub("", text)
     text = _WHITESPACE.sub(" ", text).strip()
-    return _t2s().convert(text)
+    return _simplified(text)
+
+
+# OpenCC's t2s is not idempotent everywhere: 薴 becomes 苧, which it then maps to 苎. Converting
+# until nothing changes makes `clean` idempotent, so text cleaned twice (a caller that cleans
+# what the splitter already cleaned) is what the model saw in training. Every BMP character settles
+# within two conversions (tests/test_text.py); the bound only guards against a cycle in a future OpenCC.
+_T2S_MAX_ROUNDS = 4
+
+
+def _simplified(text: str) -> str:
+    converter = _t2s()
+    for _ in range(_T2S_MAX_ROUNDS):
+        converted = converter.convert(text)
+        if converted == text:
+            break
+        text = converted
+    return text
 
 
 @dataclass(frozen=True)
