@@ -153,6 +153,14 @@ def test_authored_direction_units_are_written_at_the_length_of_real_sentences(re
     assert np.median(lengths) >= 50, f"median length of authored direction units is {np.median(lengths):.0f}"
 
 
+def test_authored_direction_units_come_in_the_spread_of_lengths_real_pages_have(register) -> None:
+    """Real direction units run from a four-character caption to a 150-character sentence; authored text
+    written at one length teaches the model that length."""
+    lengths = [len(text) for _, text, labels in register["authored"] if labels != ("other",)]
+    p25, p75 = np.percentile(lengths, [25, 75])
+    assert p75 - p25 >= 35, f"authored direction units' lengths have an interquartile range of {p75 - p25:.0f} characters"
+
+
 def test_most_authored_units_are_other_as_on_real_pages(register) -> None:
     units = register["authored"]
     share = sum(labels == ("other",) for _, _, labels in units) / len(units)

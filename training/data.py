@@ -356,21 +356,22 @@ def _register_row(name: str, records: list[tuple[str, str, tuple[str, ...]]], ot
     """records: (raw text, cleaned text, labels)."""
     n = len(records)
     if not n:
-        return f"| {name} | 0 |" + " |" * 9
+        return f"| {name} | 0 |" + " |" * 10
     lengths = np.array([len(c) for _, c, labels in records if labels != (other,)])
     share = lambda k: f"{100 * k / n:.0f}%"  # noqa: E731
     if lengths.size:
+        p25, p75 = np.percentile(lengths, [25, 75])
         dir_cols = (f"{lengths.mean():.0f} / {np.median(lengths):.0f} / {np.percentile(lengths, 90):.0f}",
-                    f"{100 * (lengths > 60).mean():.0f}%")
+                    f"{p25:.0f}–{p75:.0f} ({p75 - p25:.0f})", f"{100 * (lengths > 60).mean():.0f}%")
     else:
-        dir_cols = ("–", "–")
+        dir_cols = ("–", "–", "–")
     sentences = [c for _, c, _ in records if _SENTENCE_END.search(c)]
     commas = sum(c.count(",") for c in sentences) / max(1, len(sentences))
     connective = sum(c.startswith(CONNECTIVES) for c in sentences) / max(1, len(sentences))
     n_other = sum(labels == (other,) for _, _, labels in records)
     trad = sum(is_traditional(r) for r, _, _ in records)
     hktw = sum(is_hk_tw(c) for _, c, _ in records)
-    return (f"| {name} | {n} | {lengths.size} | {dir_cols[0]} | {dir_cols[1]} | {commas:.1f} | {100 * connective:.0f}% | "
+    return (f"| {name} | {n} | {lengths.size} | {dir_cols[0]} | {dir_cols[1]} | {dir_cols[2]} | {commas:.1f} | {100 * connective:.0f}% | "
             f"{share(n_other)} | {share(trad)} | {share(hktw)} |")
 
 
@@ -402,14 +403,15 @@ def register_stats(patterns: Iterable[str], taxonomy: Taxonomy) -> dict[str, lis
 def register_table(patterns: Iterable[str], taxonomy: Taxonomy) -> str:
     """Markdown table of how the text reads, per group: is authored text written like real pages?
 
-    Direction-unit length (mean / median / p90 characters, share over 60), commas per sentence
+    Direction-unit length (mean / median / p90 characters, quartiles and their range, share over 60),
+    commas per sentence
     and share of sentences opening with a connective (a sentence ends with 。！？；), `other`
     share, share of units in traditional script
     (OpenCC t2s changes the raw text) and share about Hong Kong or Taiwan.
     """
-    rows = ["| units from | units | direction units | length mean / median / p90 | > 60 chars | commas per sentence "
-            "| sentences opening with a connective | other | traditional | HK/TW |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| units from | units | direction units | length mean / median / p90 | length p25–p75 (IQR) | > 60 chars "
+            "| commas per sentence | sentences opening with a connective | other | traditional | HK/TW |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, records in register_stats(patterns, taxonomy).items():
         if records or name in ("seed", "authored"):
             rows.append(_register_row(name, records, taxonomy.other))
