@@ -107,7 +107,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup: float = 0.1
     early_stopping_patience: int = 3
-    # auto: bf16 on GPUs and CPUs with native bf16 support, else fp32.
+    # auto: time a few training steps in each precision the device offers (fp32; bf16 where torch has
+    # a bf16 path for the CPU; bf16/fp16 on a GPU) and train in the fastest (training/precision_probe.py):
+    # CPU flags do not predict speed. fp32, bf16 or fp16 given here are used as given, untimed.
     precision: str = "auto"
     # Learning rate of the freshly initialised head (and pooler); 0 means the same as learning_rate.
     # A new head needs a much larger step than the pretrained body it sits on.

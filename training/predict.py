@@ -198,9 +198,10 @@ class Classifier:
         if self.device.type == "cuda":
             return ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
         from training import onnx_runtime
-        from training.runtime import cpu_has_native_bf16
+        from training.runtime import cpu_offers_bf16
 
-        options = ["fp32", "bf16", "int8"] if cpu_has_native_bf16() else ["fp32", "int8"]
+        # bf16 only as a candidate for `auto` to time: on some CPUs with AVX-512 BF16 it is slower than fp32.
+        options = ["fp32", "bf16", "int8"] if cpu_offers_bf16() else ["fp32", "int8"]
         return options + (["onnx", "onnx-int8"] if onnx_runtime.available() else [])
 
     def set_precision(self, precision: str, calibration: Sequence[str] | None = None) -> str:
@@ -246,9 +247,17 @@ class Classifier:
         self.precision = precision
         return precision
 
-    def _pick_precision(self, calibration: Sequence[str] | None) -> str:
+    def _time_scoring(self, option: str, encoded: list[list[int]]) -> tuple[float, np.ndarray]:
+        """Seconds to score `encoded` in precision `option` (after a warm-up batch), and the probabilities."""
         import time
 
+        self.set_precision(option)
+        self._probabilities(encoded[: self.batch_size])  # warm-up
+        started = time.perf_counter()
+        probs = self._probabilities(encoded)
+        return time.perf_counter() - started, probs
+
+    def _pick_precision(self, calibration: Sequence[str] | None) -> str:
         options = self.available_precisions()
         texts = list(calibration or [])
         self.precision_report = {"precision": "fp32", "decided_by": "auto", "device": self.device.type,
@@ -261,11 +270,8 @@ class Classifier:
         lexical = self.lexical.probabilities(self._capped(texts)) if self.lexical is not None else None
         results = {}
         for option in options:
-            self.set_precision(option)
-            self._probabilities(encoded[: self.batch_size])  # warm-up
-            started = time.perf_counter()
-            probs = self._probabilities(encoded)
-            results[option] = (time.perf_counter() - started, probs if lexical is None else (probs + lexical) / 2)
+            seconds, probs = self._time_scoring(option, encoded)
+            results[option] = (seconds, probs if lexical is None else (probs + lexical) / 2)
         reference = label_matrix(decide(results["fp32"][1], self.directions, self.thresholds, self.other), self.directions)
         best = "fp32"
         for option, (seconds, probs) in results.items():

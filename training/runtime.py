@@ -33,12 +33,29 @@ def cpu_quota() -> int:
 
 
 def cpu_has_native_bf16() -> bool:
-    """AVX-512 BF16 or AMX: without them bf16 on the CPU is emulated and slower than fp32."""
+    """AVX-512 BF16 or AMX in the CPU flags. Says what the CPU has, not whether bf16 is faster there."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_offers_bf16() -> bool:
+    """Whether bf16 autocast on this CPU is worth timing: torch has a oneDNN bf16 path for it
+    (AVX-512 and up) or the CPU reports AVX-512 BF16 / AMX.
+
+    Only a candidate, never a choice: on a Xeon with AVX-512 BF16 and no AMX, bf16 trained
+    e5 at half fp32's speed, so whoever picks a precision must time it (training/precision_probe.py).
+    """
+    import torch
+
+    try:
+        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return True
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        pass
+    return cpu_has_native_bf16()
 
 
 def configure_threads(threads: int | None = None) -> int:

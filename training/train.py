@@ -36,8 +36,10 @@ from training.evaluate import (
     choose_thresholds, decision_markdown, decision_table, plot_cooccurrence, summary_table, verdict,
 )
 from training.model import SCRATCH, FrozenEncoder, build_model
+from training.precision_probe import (ONLY_CANDIDATE, PrecisionChoice, agreed_across_ranks,
+                                      measure_training_precision, training_candidates, typical_batch)
 from training.predict import ARTIFACT_FILE, CALIBRATION_FILE, Classifier, decide, label_matrix
-from training.runtime import cpu_has_native_bf16, readable_like_other_files
+from training.runtime import readable_like_other_files
 from training.taxonomy import Taxonomy, load_taxonomy
 from training.text import PREPROCESSING_VERSION
 
@@ -52,15 +54,46 @@ FUSION = "model+tfidf mean"
 ENCODER = "encoder alone"
 
 
-def resolve_precision(requested: str) -> str:
-    """auto -> bf16 on bf16-capable GPUs and CPUs (AVX-512 BF16 / AMX), fp16 on older GPUs, else fp32."""
-    import torch
+# Precisions `auto` measured in this process, by model config, batch size, length and candidates:
+# the folds of --cv train the same model in the same batches, so the first fold's measurement holds.
+_MEASURED: dict[tuple, PrecisionChoice] = {}
 
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+def choose_precision(cfg: Config, model, tokenizer, train_ds) -> PrecisionChoice:
+    """train.precision as given, or for `auto` the fastest candidate in a few timed training steps of
+    `model` on a typical batch of `train_ds` (training/precision_probe.py); the model is left unchanged."""
+    import torch
+    from transformers import DataCollatorWithPadding
+
+    from training.frozen_cache import FrozenLayersCache, cache_unavailable_reason
+
+    if cfg.train.precision != "auto":
+        return PrecisionChoice(cfg.train.precision, "set by train.precision")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    candidates = training_candidates(device)
+    if len(candidates) == 1:
+        log.info("precision auto: %s, %s", candidates[0], ONLY_CANDIDATE)
+        return PrecisionChoice(candidates[0], ONLY_CANDIDATE)
+    key = (repr(cfg.model), cfg.train.batch_size, cfg.data.max_length, device, tuple(candidates))
+    if key in _MEASURED:
+        return _MEASURED[key]
+    rows = [train_ds[i] for i in typical_batch(train_ds, cfg.train.batch_size)]
+    batch = {k: v.to(device) for k, v in DataCollatorWithPadding(tokenizer)(rows).items()}
+    model.to(device)
+    # With the frozen-layer cache each step runs only the layers that learn: time those steps, with
+    # a cache of this batch's units alone (filled in fp32 and thrown away; the real one is filled later).
+    cache = None
+    if cfg.model.freeze_layers and cfg.train.cache_frozen_layers and \
+            cache_unavailable_reason(model, cfg.model.freeze_layers) is None:
+        cache = FrozenLayersCache(model, cfg.model.freeze_layers, tokenizer.pad_token_id, tokenizer.padding_side)
+        cache.fill([row["input_ids"] for row in rows])
+    with cache.active() if cache is not None else contextlib.nullcontext():
+        choice = measure_training_precision(model, batch, candidates)
+    if choice.timings:
+        choice = agreed_across_ranks(choice)
+    log.info("%s", choice.describe())
+    _MEASURED[key] = choice
+    return choice
 
 
 def _training_only_progress():
@@ -144,6 +177,8 @@ class FitResult:
     val_probs: np.ndarray
     # Spent before the first step computing the frozen layers' output once per unit (0 without the cache).
     frozen_cache_seconds: float = 0.0
+    # The training precision and, for train.precision auto, the seconds per step it measured.
+    precision_choice: PrecisionChoice | None = None
 
 
 def is_main_process() -> bool:
@@ -213,7 +248,8 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress
     # little padding. The metrics ignore order.
     val_ds = to_dataset(sorted(splits.val, key=lambda ex: len(ex.text)), taxonomy, tokenizer, cfg.data.max_length,
                         prefix)
-    precision = resolve_precision(cfg.train.precision)
+    precision_choice = choose_precision(cfg, model, tokenizer, train_ds)
+    precision = precision_choice.precision
     directions = list(taxonomy.directions)
 
     def compute_metrics(eval_pred) -> dict:
@@ -295,14 +331,19 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress
     log.info("thresholds (train.threshold_rule %s): %s", rule,
              ", ".join(f"{d}={t:.2f}" for d, t in zip(directions, classifier.thresholds)))
     return FitResult(classifier, float(trainer.state.epoch or 0), float(best), seconds, val_probs,
-                     cache_seconds if cache is not None else 0.0)
+                     cache_seconds if cache is not None else 0.0, precision_choice)
 
 
-def frozen_encoder(cfg: Config) -> FrozenEncoder | None:
-    """The pretrained encoder for the frozen-feature baseline; None for from-scratch models (nothing pretrained)."""
+def frozen_encoder(cfg: Config, precision: str | None = None) -> FrozenEncoder | None:
+    """The pretrained encoder for the frozen-feature baseline; None for from-scratch models (nothing pretrained).
+
+    `precision`: the one training chose (measured, for auto). Without it, train.precision `auto`
+    means fp32: bf16 only where a measurement found it faster, never from the device alone.
+    """
     if cfg.model.name_or_path == SCRATCH:
         return None
-    return FrozenEncoder(cfg.model, cfg.data.max_length, bf16=resolve_precision(cfg.train.precision) == "bf16",
+    precision = precision or (cfg.train.precision if cfg.train.precision != "auto" else "fp32")
+    return FrozenEncoder(cfg.model, cfg.data.max_length, bf16=precision == "bf16",
                          batch_size=cfg.train.eval_batch_size)
 
 
@@ -400,6 +441,10 @@ def write_artifact(out: Path, cfg: Config, taxonomy: Taxonomy, fitted: FitResult
         "tfidf_fusion": clf.lexical is not None,
         "from_scratch": cfg.model.name_or_path == SCRATCH,
         "precision": precision,
+        # What train.precision auto timed (seconds per training step by candidate; empty when the
+        # precision was given or there was one candidate) and why it chose.
+        "precision_timings": dict(fitted.precision_choice.timings) if fitted.precision_choice else {},
+        "precision_reason": fitted.precision_choice.reason if fitted.precision_choice else "",
         "metrics": headline,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -420,6 +465,12 @@ def _cache_note(fitted: FitResult) -> str:
     if not fitted.frozen_cache_seconds:
         return ""
     return f" (after {fitted.frozen_cache_seconds:.0f} s computing the frozen layers once per unit)"
+
+
+def _precision_line(fitted: FitResult) -> str:
+    if fitted.precision_choice is None:
+        return ""
+    return f"\nTraining {fitted.precision_choice.describe()}.\n"
 
 
 def _scratch_warning(cfg: Config) -> str:
@@ -447,7 +498,7 @@ def single_report(cfg: Config, taxonomy: Taxonomy, fitted: FitResult, splits: Sp
 
 Model `{cfg.model.name_or_path}`, {precision} training, {fitted.epochs_run:g} epochs in {fitted.train_seconds:.0f} s{_cache_note(fitted)}
 (best validation macro average precision {fitted.best_val_macro_ap:.3f}), preprocessing version {PREPROCESSING_VERSION}, seed {cfg.seed}.
-{_scratch_warning(cfg)}
+{_precision_line(fitted)}{_scratch_warning(cfg)}
 The test set holds **real crawled units only** (authored units are training data, never the yardstick):
 {split_description(splits.test, cfg.data.split_by)}.
 All systems are scored on the same {len(splits.test)} test units; the TF-IDF baseline is trained on the same
@@ -504,10 +555,10 @@ def run_single(cfg: Config, progress: bool = True, frozen_baseline: bool = False
         return out
     # The frozen-feature baseline costs one more pass of the encoder over every training unit
     # (over a minute for e5 on 2 cores); --cv always reports it, a single run only when asked.
-    scored = score_all(fitted, splits, taxonomy, cfg.seed, frozen_encoder(cfg) if frozen_baseline else None,
+    scored = score_all(fitted, splits, taxonomy, cfg.seed, frozen_encoder(cfg, fitted.precision_choice.precision) if frozen_baseline else None,
                        cfg.train.threshold_rule)
     results, preds = scored.results, scored.preds
-    write_artifact(out, cfg, taxonomy, fitted, splits, results, preds, resolve_precision(cfg.train.precision))
+    write_artifact(out, cfg, taxonomy, fitted, splits, results, preds, fitted.precision_choice.precision)
     log.info("test macro F1: %s", ", ".join(f"{name} {r['macro_f1']:.3f}" for name, r in results.items()))
     log.info("artifact written to %s (report: %s)", out, out / "report.md")
     return out
