@@ -108,7 +108,28 @@ def _training_only_progress():
         def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
             pass
 
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass  # the stock callback prints each log dict to stdout; trainer_log_lines logs it instead
+
     return ProgressCallback, TrainingOnlyProgress
+
+
+def trainer_log_lines():
+    """Trainer callback: each per-epoch log dict (loss, validation metrics) as one line of our log."""
+    from transformers import TrainerCallback
+
+    class TrainerLogLines(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                log.info("epoch %g: %s", round(state.epoch or 0, 2), format_trainer_logs(logs))
+
+    return TrainerLogLines()
+
+
+def format_trainer_logs(logs: dict) -> str:
+    """The Trainer's per-epoch log dict as one readable line ("loss 0.2169, eval_macro_ap 0.912, …")."""
+    skip = {"epoch", "total_flos"}
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items() if k not in skip)
 
 
 def in_order_eval_trainer():
@@ -237,6 +258,7 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress
     """Train one model on splits.train, early-stop and tune thresholds on splits.val."""
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback
 
     ProgressCallback, TrainingOnlyProgress = _training_only_progress()
 
@@ -301,8 +323,11 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress
         optimizers=(make_optimizer(model, cfg), None),
         compute_loss_func=weighted_bce(cfg.train.pos_weight) if cfg.train.pos_weight != 1 else None,
     )
-    # One bar for training; the per-epoch evaluation bar only adds noise between epochs.
+    # One bar for training; the per-epoch evaluation bar only adds noise between epochs. The stock callbacks
+    # print log dicts to stdout (PrinterCallback without a bar); they go to our log as lines instead.
     trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(trainer_log_lines())
     if not args.disable_tqdm:
         trainer.add_callback(TrainingOnlyProgress())
     log.info("training on %s with %s precision", "GPU" if torch.cuda.is_available() else "CPU", precision)
@@ -747,7 +772,9 @@ def main(argv: list[str] | None = None) -> int:
         transformers.logging.set_verbosity_warning()
         # Loading and saving weights draw a bar per shard every epoch; the training bar says enough.
         transformers.utils.logging.disable_progress_bar()
-        progress = not (args.quiet or args.no_progress)
+        # Bars redrawn into a log file or CI output become a wall of lines; without a terminal the log's
+        # per-epoch lines say the same.
+        progress = not (args.quiet or args.no_progress) and sys.stderr.isatty()
         if not progress:
             datasets.disable_progress_bars()
 
