@@ -333,3 +333,14 @@ def test_cached_frozen_layers_give_the_full_models_logits_and_gradients(tmp_path
     on, _ = build_model(ModelConfig(name_or_path=str(tmp_path), pooling="mean", freeze_layers=2),
                         load_taxonomy(), [], 16)
     assert "dropout is on" in cache_unavailable_reason(on, 2) and cache_unavailable_reason(model, 2) is None
+
+
+def test_training_logs_each_epoch_as_one_line_and_prints_no_trainer_dicts(tmp_path) -> None:
+    sets = [x for item in [*TINY, "train.epochs=2", f"output_dir={tmp_path}/run"] for x in ("--set", item)]
+    result = run_cli("--config", "configs/offline-small.yaml", *sets)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "{'loss'" not in result.stdout + result.stderr and "{'eval_" not in result.stdout + result.stderr
+    epochs = [line for line in result.stderr.splitlines() if " INFO training: epoch " in line]
+    assert any("loss " in line for line in epochs) and any("eval_macro_ap " in line for line in epochs), epochs
+    # No terminal here: no progress bars redrawn into the output.
+    assert "training steps:" not in result.stderr and "\r" not in result.stderr
