@@ -117,8 +117,10 @@ def twin_of(clf):
     """Another Classifier on the same weights, tokenizer, thresholds and prefix, to set its own precision."""
     from training.predict import Classifier
 
-    return Classifier(clf.model, clf.tokenizer, clf.directions, clf.thresholds, clf.other, clf.max_length,
+    twin = Classifier(clf.model, clf.tokenizer, clf.directions, clf.thresholds, clf.other, clf.max_length,
                       batch_size=clf.batch_size, meta=clf.meta, text_prefix=clf.text_prefix)
+    twin.weights_fingerprint = clf.weights_fingerprint  # same weights: the onnx variants share one exported graph
+    return twin
 
 
 def classifier_variant(key: str, clf, precision: str, label: str) -> Variant:

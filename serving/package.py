@@ -11,7 +11,9 @@ Precision is decided here, once: `--precision auto` (default) keeps a choice alr
 recorded in the artifact (precision.json), else times fp32/bf16/int8 (and ONNX Runtime's
 onnx/onnx-int8 when the onnx extra is installed) on the artifact's calibration units and
 keeps the fastest that agrees with fp32 on >= 99% of label sets. An ONNX choice stores its
-graph (model.onnx or model-int8.onnx) with the model, so the service never exports at start.
+graph (model.onnx or model-int8.onnx) with the model, so the service never exports at start;
+a graph or a recorded choice made from other weights (before a retrain into the same folder)
+is made again, never copied.
 The choice is written to the stored model's precision.json, which the service and the
 batch scorer read at every load (unless told otherwise), so restarts and resumes score
 with the same precision.
@@ -26,6 +28,7 @@ import sys
 from pathlib import Path
 
 from training import onnx_runtime
+from training.fingerprint import derived_files, weights_fingerprint
 from training.onnx_runtime import ONNX_FILES
 from training.predict import (CALIBRATION_FILE, PRECISION_FILE, PRECISIONS, ArtifactError, Classifier,
                               read_artifact_meta, record_precision, recorded_precision)
@@ -57,8 +60,14 @@ def package(artifact_dir: str | Path, name: str = DEFAULT_NAME, precision: str =
     if decided["precision"] in ONNX_FILES and not onnx_runtime.available():
         raise ArtifactError(f"--precision {decided['precision']} needs ONNX Runtime here and where the model is "
                             f"served: {onnx_runtime.INSTALL_HINT}")
-    if decided["precision"] in ONNX_FILES and not (source / ONNX_FILES[decided["precision"]]).is_file():
-        Classifier.from_artifact(source, precision=decided["precision"])  # exports the graph into the artifact
+    graph = None
+    if decided["precision"] in ONNX_FILES:
+        graph = source / ONNX_FILES[decided["precision"]]
+        if not onnx_runtime.is_current(graph, weights_fingerprint(source)):
+            # Missing, or made from other weights: export it (into the artifact when it is writable).
+            classifier = Classifier.from_artifact(source, precision="fp32")
+            graph = onnx_runtime.graph_for(decided["precision"], classifier.model, classifier.tokenizer, source,
+                                           classifier.weights_fingerprint)
     metadata = {
         "labels": meta["labels"],
         "directions": meta["directions"],
@@ -80,12 +89,13 @@ def package(artifact_dir: str | Path, name: str = DEFAULT_NAME, precision: str =
         metadata=metadata,
     ) as model_ref:
         for item in source.iterdir():
-            # Checkpoint folders left by an interrupted run are not part of the model, nor are ONNX
-            # graphs exported for a precision other than the chosen one (auto times them all).
-            if item.name in ONNX_FILES.values() and item.name != ONNX_FILES.get(decided["precision"]):
-                continue
-            if item.is_file() and item.name != PRECISION_FILE:
+            # Checkpoint folders left by an interrupted run are not part of the model; files derived
+            # from the weights are written below for this model only: the chosen graph, checked to
+            # be of these weights (auto times them all), and the precision record.
+            if item.is_file() and item.name not in derived_files():
                 shutil.copy2(item, Path(model_ref.path) / item.name)
+        if graph is not None:
+            shutil.copy2(graph, Path(model_ref.path) / graph.name)
         if not record_precision(model_ref.path, decided):
             raise ArtifactError(f"could not write {PRECISION_FILE} into the model store at {model_ref.path}")
     return str(model_ref.tag)

@@ -5,7 +5,9 @@ torch module that runs forward passes for an `OrtRunner`; tokenisation, length-s
 batching, thresholds and the `other` rule stay the same code. The graph comes from
 `torch.onnx.export` (optimum has no release for transformers 5) with dynamic batch and
 sequence axes, and is written beside the model (`model.onnx`, `model-int8.onnx`) so a
-packaged model loads it instead of exporting again.
+packaged model loads it instead of exporting again. Each graph records in its metadata the
+fingerprint of the weights it was made from (training/fingerprint.py); a graph that names
+other weights (a retrain into the same folder) is made again rather than run.
 
 Needs the `onnx` extra: pip install -e '.[onnx]'.
 """
@@ -13,12 +15,15 @@ Needs the `onnx` extra: pip install -e '.[onnx]'.
 from __future__ import annotations
 
 import copy
+import io
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import BinaryIO
 
 import numpy as np
 
@@ -26,6 +31,9 @@ log = logging.getLogger(__name__)
 
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model-int8.onnx"}
 INSTALL_HINT = "pip install -e '.[onnx]' (onnx and onnxruntime)"
+# The metadata_props entry naming the weights a graph was made from (training.fingerprint).
+FINGERPRINT_KEY = "fic.weights_fingerprint"
+_METADATA_PROPS = 14  # field number of ModelProto.metadata_props in onnx.proto
 
 
 def available() -> bool:
@@ -35,8 +43,9 @@ def available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
 
 
-def export(model, tokenizer, path: Path) -> Path:
-    """The model's logits as an ONNX graph with inputs input_ids and attention_mask."""
+def export(model, tokenizer, path: Path, fingerprint: str | None) -> Path:
+    """The model's logits as an ONNX graph with inputs input_ids and attention_mask, recording
+    `fingerprint` (the weights the model was loaded from; None: unknown) in its metadata."""
     import warnings
 
     import torch
@@ -62,13 +71,15 @@ def export(model, tokenizer, path: Path) -> Path:
         torch.onnx.export(Logits(copy.deepcopy(model).float().eval()), (sample["input_ids"], sample["attention_mask"]),
                           str(tmp), input_names=["input_ids", "attention_mask"], output_names=["logits"],
                           dynamic_axes=axes, dynamo=False)
+    _stamp(tmp, fingerprint)
     os.replace(tmp, path)
     log.info("exported %s in %.0f s", path, time.perf_counter() - started)
     return path
 
 
-def quantize(fp32: Path, path: Path) -> Path:
-    """Dynamic int8 quantisation of the graph's weights (activations stay float)."""
+def quantize(fp32: Path, path: Path, fingerprint: str | None) -> Path:
+    """Dynamic int8 quantisation of the graph's weights (activations stay float), recording
+    `fingerprint` (the weights `fp32` was made from) in its metadata."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = path.with_name(path.name + ".tmp")
@@ -82,8 +93,93 @@ def quantize(fp32: Path, path: Path) -> Path:
     finally:
         root.removeFilter(tip)
         root.setLevel(level)
+    _stamp(tmp, fingerprint)
     os.replace(tmp, path)
     return path
+
+
+def _stamp(path: Path, fingerprint: str | None) -> None:
+    import onnx
+
+    graph = onnx.load(str(path))
+    kept = [entry for entry in graph.metadata_props if entry.key != FINGERPRINT_KEY]
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(kept)
+    if fingerprint is not None:
+        graph.metadata_props.add(key=FINGERPRINT_KEY, value=fingerprint)
+    onnx.save(graph, str(path))
+
+
+def _varint(stream: BinaryIO) -> int:
+    value = 0
+    for shift in range(0, 70, 7):
+        byte = stream.read(1)
+        if not byte:
+            raise ValueError("truncated varint")
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+    raise ValueError("varint longer than 10 bytes")
+
+
+def _length_delimited(stream: BinaryIO, end: int) -> Iterator[tuple[int, int, int]]:
+    """(field number, offset, length) of each length-delimited field of one protobuf message, skipping the bytes."""
+    while stream.tell() < end:
+        key = _varint(stream)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _varint(stream)
+        elif wire in (1, 5):
+            stream.seek(8 if wire == 1 else 4, io.SEEK_CUR)
+        elif wire == 2:
+            length = _varint(stream)
+            start = stream.tell()
+            stream.seek(length, io.SEEK_CUR)
+            yield field, start, length
+        else:
+            raise ValueError(f"protobuf wire type {wire} at the top level of an ONNX model")
+
+
+def graph_fingerprint(path: Path) -> str | None:
+    """The weights fingerprint recorded in an ONNX file, or None (none recorded, or not an ONNX model).
+
+    Reads the top level of the protobuf only and seeks past the graph: checking a graph that is
+    about to be loaded costs microseconds, not a second parse of its hundreds of MB.
+    """
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            for field, start, length in _length_delimited(handle, size):
+                if field != _METADATA_PROPS or start + length > size:
+                    continue
+                resume = handle.tell()
+                handle.seek(start)
+                entry = handle.read(length)
+                handle.seek(resume)
+                parts = {number: entry[at:at + n] for number, at, n in _length_delimited(io.BytesIO(entry), length)}
+                if parts.get(1) == FINGERPRINT_KEY.encode():
+                    return parts.get(2, b"").decode("utf-8")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return None
+
+
+def is_current(path: Path, fingerprint: str | None) -> bool:
+    """Whether `path` is a graph made from the weights `fingerprint` names; logs why not when it exists."""
+    if not path.is_file():
+        return False
+    found = graph_fingerprint(path)
+    if fingerprint is not None and found == fingerprint:
+        return True
+    if fingerprint is None:
+        log.info("%s: the model was not loaded from an artifact folder, so the graph cannot be matched to its "
+                 "weights; exporting it again", path)
+    elif found is None:
+        log.info("%s records no weights fingerprint (made by an older version, or damaged); exporting it again", path)
+    else:
+        log.info("%s was made from other weights (%s; these are %s), e.g. before a retrain into the same folder; "
+                 "exporting it again", path, found[:19], fingerprint[:19])
+    return False
 
 
 class _DropTip(logging.Filter):
@@ -91,20 +187,18 @@ class _DropTip(logging.Filter):
         return "pre-processing before quantization" not in record.getMessage()
 
 
-def graph_for(precision: str, model, tokenizer, folder: Path | None) -> Path:
-    """The ONNX file for `precision`: found in the model folder, else exported there (or to a
-    temporary folder when the model has none or it is read-only)."""
+def graph_for(precision: str, model, tokenizer, folder: Path | None, fingerprint: str | None) -> Path:
+    """The ONNX file for `precision` made from the weights `fingerprint` names: found in the model
+    folder when its metadata names them, else exported (and quantised) there, or to a temporary
+    folder when the model has none or it is read-only. A graph of other weights is never run."""
     name = ONNX_FILES[precision]
-    if folder is not None and (folder / name).is_file():
+    if folder is not None and is_current(folder / name, fingerprint):
         return folder / name
     target = folder if folder is not None and os.access(folder, os.W_OK) else Path(tempfile.mkdtemp(prefix="fic-onnx-"))
-    fp32 = target / ONNX_FILES["onnx"]
-    if not fp32.is_file():
-        if folder is not None and (folder / ONNX_FILES["onnx"]).is_file():
-            fp32 = folder / ONNX_FILES["onnx"]
-        else:
-            export(model, tokenizer, fp32)
-    return fp32 if precision == "onnx" else quantize(fp32, target / name)
+    fp32 = folder / ONNX_FILES["onnx"] if folder is not None else None
+    if precision == "onnx" or fp32 is None or not is_current(fp32, fingerprint):
+        fp32 = export(model, tokenizer, target / ONNX_FILES["onnx"], fingerprint)
+    return fp32 if precision == "onnx" else quantize(fp32, target / name, fingerprint)
 
 
 class OrtRunner:

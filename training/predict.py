@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from training.fingerprint import weights_fingerprint
 from training.text import PREPROCESSING_VERSION, clean
 
 log = logging.getLogger(__name__)
@@ -32,13 +33,17 @@ AUTO_MIN_SPEEDUP = 1.05
 # The precision decided once for a model (by `python -m serving.package` or the first
 # precision=auto load) and read by every later load, so the same model gives the same scores.
 PRECISION_FILE = "precision.json"
+# The field of precision.json naming the weights the choice was made for (training/fingerprint.py):
+# a choice timed and checked for agreement on other weights says nothing about these.
+WEIGHTS_FIELD = "weights_fingerprint"
 # Characters of one unit handed to the tokenizer: far beyond max_length tokens for any tokenizer
 # we use, so a longer unit is certainly cut, and tokenising a 50 MB line costs no more than this.
 MAX_CHARS_PER_TOKEN = 16
 
 
-def recorded_precision(path: str | Path) -> dict | None:
-    """The precision recorded in a model folder ({"precision": ..., ...}), or None."""
+def recorded_precision(path: str | Path, fingerprint: str | None = None) -> dict | None:
+    """The precision recorded in a model folder ({"precision": ..., ...}), or None: none recorded, or
+    recorded for other weights than `fingerprint` (default: those in the folder)."""
     file = Path(path) / PRECISION_FILE
     if not file.is_file():
         return None
@@ -46,12 +51,24 @@ def recorded_precision(path: str | Path) -> dict | None:
         record = json.loads(file.read_text(encoding="utf-8"))
     except ValueError:
         return None
-    return record if isinstance(record, dict) and record.get("precision") in PRECISIONS[:-1] else None
+    if not (isinstance(record, dict) and record.get("precision") in PRECISIONS[:-1]):
+        return None
+    try:
+        expected = fingerprint or weights_fingerprint(path)
+    except FileNotFoundError:  # no weights beside it: nothing the record could be about
+        return None
+    if record.get(WEIGHTS_FIELD) != expected:
+        log.info("%s was decided for %s, not the weights beside it (e.g. before a retrain into the same folder); "
+                 "ignoring it", file, "other weights" if record.get(WEIGHTS_FIELD) else "unnamed weights")
+        return None
+    return record
 
 
-def record_precision(path: str | Path, record: dict) -> bool:
-    """Write the decided precision into a model folder; False if the folder is not writable."""
+def record_precision(path: str | Path, record: dict, fingerprint: str | None = None) -> bool:
+    """Write the decided precision into a model folder, bound to the weights `fingerprint` names
+    (default: those in the folder); False if the folder is not writable."""
     file = Path(path) / PRECISION_FILE
+    record = {**record, WEIGHTS_FIELD: fingerprint or weights_fingerprint(path)}
     try:
         tmp = file.with_name(file.name + ".tmp")
         tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -183,6 +200,9 @@ class Classifier:
         self.precision = "fp32"
         self._runner = self.model  # what runs forward passes: the model, its int8 copy or an ONNX Runtime session
         self.model_dir: Path | None = None  # where an exported ONNX graph is kept (the artifact folder)
+        # The weights' fingerprint when loaded from an artifact folder: graphs are exported with it and
+        # reused only when they carry it (None: unknown weights, a graph is always exported afresh).
+        self.weights_fingerprint: str | None = None
         # model.tfidf_fusion: the TF-IDF half of the model (training/lexical.py); probabilities are the
         # mean of the encoder's and its, and the thresholds were tuned on that mean.
         self.lexical = None
@@ -225,7 +245,8 @@ class Classifier:
                 raise ValueError("the onnx precisions run ONNX Runtime on the CPU; use fp16 or bf16 on a GPU")
             if not onnx_runtime.available():
                 raise ValueError(f"precision {precision} needs ONNX Runtime: {onnx_runtime.INSTALL_HINT}")
-            graph = onnx_runtime.graph_for(precision, self.model, self.tokenizer, self.model_dir)
+            graph = onnx_runtime.graph_for(precision, self.model, self.tokenizer, self.model_dir,
+                                           self.weights_fingerprint)
             self._runner = onnx_runtime.OrtRunner(graph)
         elif precision == "int8":
             if self.device.type != "cpu":
@@ -307,6 +328,9 @@ class Classifier:
 
         path = Path(path)
         meta = read_artifact_meta(path)
+        # Taken before loading: files derived from these weights (ONNX graphs, precision.json) are
+        # matched against it, never against whatever the folder holds later.
+        fingerprint = weights_fingerprint(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -315,6 +339,7 @@ class Classifier:
                          meta["max_length"], batch_size=batch_size, meta=meta,
                          text_prefix=meta.get("text_prefix", ""))
         classifier.model_dir = path
+        classifier.weights_fingerprint = fingerprint
         if meta.get("tfidf_fusion"):
             from training.lexical import LexicalModel
 
@@ -328,7 +353,7 @@ class Classifier:
                                     "the whole artifact folder again or retrain") from None
         classifier.precision_source = "argument"
         if precision in (None, "auto"):
-            record = recorded_precision(path)
+            record = recorded_precision(path, fingerprint)
             if record and record["precision"] in classifier.available_precisions():
                 precision, classifier.precision_source = record["precision"], "recorded"
             elif record:
@@ -341,7 +366,7 @@ class Classifier:
         calibration = calibration_path.read_text(encoding="utf-8").splitlines() if calibration_path.is_file() else None
         classifier.set_precision(precision, calibration)
         if precision == "auto":  # nothing recorded yet: decide once, record, and reuse from now on
-            if record_precision(path, classifier.precision_report):
+            if record_precision(path, classifier.precision_report, fingerprint):
                 classifier.precision_source = "decided"
             else:
                 log.warning("precision=auto: cannot record the choice in %s, so using fp32 rather than a choice that "

@@ -35,6 +35,7 @@ from training.evaluate import (
     FrozenFeatureBaseline, TfidfBaseline, cooccurrence, cue_rules, macro_average_precision, mean_std, metrics, per_label_table,
     choose_thresholds, decision_markdown, decision_table, plot_cooccurrence, summary_table, verdict,
 )
+from training.fingerprint import clear_derived
 from training.model import SCRATCH, FrozenEncoder, build_model
 from training.precision_probe import (ONLY_CANDIDATE, PrecisionChoice, agreed_across_ranks,
                                       measure_training_precision, training_candidates, typical_batch)
@@ -441,6 +442,11 @@ def log_data(examples: list[Example], taxonomy: Taxonomy) -> None:
 def write_artifact(out: Path, cfg: Config, taxonomy: Taxonomy, fitted: FitResult, splits: Splits,
                    results: dict, preds: dict, precision: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    # ONNX graphs and precision.json left by serving.batch or serving.package belong to the weights
+    # this run replaces; a loader would otherwise run the old graph (or crash on the new tokenizer).
+    removed = clear_derived(out)
+    if removed:
+        log.info("removed %s from %s: derived from the weights this run replaces", ", ".join(removed), out)
     clf = fitted.classifier
     clf.model.save_pretrained(out)
     clf.tokenizer.save_pretrained(out)
