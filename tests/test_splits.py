@@ -137,3 +137,32 @@ def test_decision_table_scores_each_rule_on_each_fold(taxonomy) -> None:
     assert np.mean(table["encoder alone"]["validation"]) == pytest.approx(1.0)
     assert np.mean(table["encoder alone"]["flat"]) < 0.95
     assert np.mean(table["encoder + tfidf mean"]["flat"]) > np.mean(table["encoder alone"]["flat"])
+
+
+def test_bootstrap_interval_brackets_the_figure_and_narrows_with_more_units() -> None:
+    from training.evaluate import bootstrap_macro_f1
+
+    rng = np.random.default_rng(1)
+    y = (rng.random((40, 6)) < 0.2).astype(np.float32)
+    assert bootstrap_macro_f1(y, y) == (1.0, 1.0)
+    noisy = np.where(rng.random(y.shape) < 0.1, 1 - y, y)
+    lo, hi = bootstrap_macro_f1(y, noisy)
+    from training.evaluate import metrics
+
+    taxonomy = load_taxonomy("labels/taxonomy.yaml")
+    assert lo < metrics(y, noisy, taxonomy)["macro_f1"] < hi
+    big_y, big_noisy = np.tile(y, (10, 1)), np.tile(noisy, (10, 1))
+    big_lo, big_hi = bootstrap_macro_f1(big_y, big_noisy)
+    assert big_hi - big_lo < (hi - lo) / 2
+
+
+def test_verdict_says_so_when_intervals_overlap() -> None:
+    from training.evaluate import verdict
+
+    results = {"model": {"macro_f1": 0.95, "macro_f1_ci": [0.85, 1.0], "n": 31},
+               "tfidf": {"macro_f1": 0.90, "macro_f1_ci": [0.80, 0.97]},
+               "rules": {"macro_f1": 0.80, "macro_f1_ci": [0.70, 0.88]}}
+    text = verdict(results, "model")
+    assert "cannot be told apart" in text and "31 test units" in text and "tfidf" in text
+    results["tfidf"]["macro_f1_ci"] = [0.70, 0.84]
+    assert verdict(results, "model").startswith("The model beats every baseline")

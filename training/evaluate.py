@@ -242,10 +242,32 @@ def per_label_table(results: dict[str, dict], taxonomy: Taxonomy) -> str:
     return "\n".join(rows)
 
 
+def bootstrap_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of macro F1 (directions + other, labels present in each resample) over units
+    drawn with replacement: how far the figure could move on another test set of the same size."""
+    t, p = with_other(y_true).astype(float), with_other(y_pred).astype(float)
+    if not len(t):
+        return 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    counts = np.stack([np.bincount(rng.integers(0, len(t), len(t)), minlength=len(t)) for _ in range(n_boot)])
+    tp, support, predicted = counts @ (t * p), counts @ t, counts @ p
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+    present = support > 0
+    macro = (f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+    lo, hi = np.quantile(macro, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def summary_table(results: dict[str, dict]) -> str:
-    rows = ["| system | micro F1 | macro F1 | macro F1 (directions) | exact match |", "|---|---:|---:|---:|---:|"]
+    with_ci = all("macro_f1_ci" in m for m in results.values())
+    rows = ["| system | micro F1 | macro F1 | " + ("95% interval | " if with_ci else "") + "macro F1 (directions) | exact match |",
+            "|---|---:|---:|" + ("---:|" if with_ci else "") + "---:|---:|"]
     for name, m in results.items():
-        rows.append(f"| {name} | {m['micro_f1']:.3f} | {m['macro_f1']:.3f} | {m['macro_f1_directions']:.3f} | {m['exact_match']:.3f} |")
+        ci = f" {m['macro_f1_ci'][0]:.3f}–{m['macro_f1_ci'][1]:.3f} |" if with_ci else ""
+        rows.append(f"| {name} | {m['micro_f1']:.3f} | {m['macro_f1']:.3f} |{ci} {m['macro_f1_directions']:.3f} | "
+                    f"{m['exact_match']:.3f} |")
     return "\n".join(rows)
 
 
@@ -256,6 +278,14 @@ def verdict(results: dict[str, dict], model_key: str, margin: float = 0.02, not_
     baselines = {name: r["macro_f1"] for name, r in results.items() if name != model_key and name not in not_baselines}
     best = max(baselines, key=baselines.get)
     others = ", ".join(f"{name} {value:.3f}" for name, value in baselines.items())
+    if "macro_f1_ci" in results[model_key] and "macro_f1_ci" in results[best]:
+        # A few dozen test units: when the intervals overlap, a verdict would be reading noise.
+        (m_lo, m_hi), (b_lo, b_hi) = results[model_key]["macro_f1_ci"], results[best]["macro_f1_ci"]
+        if m_lo <= b_hi and b_lo <= m_hi:
+            n = results[model_key].get("n", 0)
+            return (f"On these {n} test units the model and the strongest baseline, {best}, cannot be told apart: their "
+                    f"95% intervals overlap (model {model:.3f}, {m_lo:.3f}–{m_hi:.3f}; {best} {baselines[best]:.3f}, "
+                    f"{b_lo:.3f}–{b_hi:.3f}; {others}). Compare them with `--cv`.")
     if model >= baselines[best] + margin:
         return f"The model beats every baseline (macro F1 {model:.3f}; {others})."
     if model > baselines[best]:

@@ -33,7 +33,7 @@ from training.config import Config, ConfigError, load_config
 from training.data import Example, Splits, kfold_indices, label_counts, load_examples, make_splits, multi_hot, to_dataset
 from training.evaluate import (
     FrozenFeatureBaseline, TfidfBaseline, cooccurrence, cue_rules, macro_average_precision, mean_std, metrics, per_label_table,
-    choose_thresholds, decision_markdown, decision_table, plot_cooccurrence, summary_table, verdict,
+    bootstrap_macro_f1, choose_thresholds, decision_markdown, decision_table, plot_cooccurrence, summary_table, verdict,
 )
 from training.fingerprint import clear_derived
 from training.model import SCRATCH, FrozenEncoder, build_model
@@ -455,7 +455,8 @@ def write_artifact(out: Path, cfg: Config, taxonomy: Taxonomy, fitted: FitResult
     y_true = multi_hot(splits.test, taxonomy)
     plot_cooccurrence(cooccurrence(y_true, preds[MODEL]), taxonomy, out / "cooccurrence.png",
                       f"{cfg.name}: true vs predicted labels on {len(splits.test)} held-out real units")
-    headline = {k: results[MODEL][k] for k in ("micro_f1", "macro_f1", "macro_f1_directions", "exact_match")}
+    headline = {k: results[MODEL][k] for k in ("micro_f1", "macro_f1", "macro_f1_ci", "macro_f1_directions", "exact_match")
+                if k in results[MODEL]}
     meta = {
         "name": cfg.name,
         "directions": list(taxonomy.directions),
@@ -589,6 +590,9 @@ def run_single(cfg: Config, progress: bool = True, frozen_baseline: bool = False
     scored = score_all(fitted, splits, taxonomy, cfg.seed, frozen_encoder(cfg, fitted.precision_choice.precision) if frozen_baseline else None,
                        cfg.train.threshold_rule)
     results, preds = scored.results, scored.preds
+    y_test = multi_hot(splits.test, taxonomy)
+    for name, result in results.items():
+        result["macro_f1_ci"] = list(bootstrap_macro_f1(y_test, preds[name], seed=cfg.seed))
     write_artifact(out, cfg, taxonomy, fitted, splits, results, preds, fitted.precision_choice.precision)
     log.info("test macro F1: %s", ", ".join(f"{name} {r['macro_f1']:.3f}" for name, r in results.items()))
     log.info("artifact written to %s (report: %s)", out, out / "report.md")
