@@ -189,7 +189,10 @@ class Metadata(BaseModel):
     from_scratch: Optional[bool] = None
     # The model averages its encoder's probabilities with a TF-IDF model's (model.tfidf_fusion).
     tfidf_fusion: bool = False
-    metrics: Optional[dict[str, Any]] = None
+    metrics: Optional[dict[str, Any]] = Field(
+        None, description="headline metrics of the trained model on the test split its training run held out "
+                          "(metrics_split), not on the units it trained or tuned thresholds on")
+    metrics_split: Optional[str] = Field(None, description="what the metrics were measured on")
     limits: Limits
     batching: dict[str, Any]
     threads: Optional[int] = None
@@ -288,6 +291,9 @@ class FutureIndustryClassifier:
             from_scratch=self.info.get("from_scratch"),
             tfidf_fusion=c.lexical is not None,
             metrics=self.info.get("metrics"),
+            # The split is few units (artifact.json test_split says which): a reader must know these
+            # are held-out test numbers, and how few stand behind them.
+            metrics_split=f"test split: {c.meta['test_split']}" if c.meta.get("test_split") else "test split",
             limits=Limits(max_texts=MAX_TEXTS, max_text_chars=MAX_TEXT_CHARS, max_page_chars=MAX_PAGE_CHARS,
                           max_page_units=MAX_PAGE_UNITS, max_body_bytes=MAX_BODY_BYTES),
             batching={"enabled": BATCHING, "max_batch_size": MAX_BATCH_SIZE, "max_latency_ms": MAX_LATENCY_MS},

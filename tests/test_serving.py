@@ -230,3 +230,20 @@ def test_bentoml_build_packs_service_and_model(model_tag, bento_home) -> None:
                              env=env, timeout=120)
     bentos = json.loads(listing.stdout)
     assert any(b["tag"].startswith("future-industry-classifier:") for b in bentos)
+
+
+def test_metadata_says_its_metrics_are_the_test_splits() -> None:
+    # In process, without a server: /metadata's answer is built from the loaded model's artifact.json.
+    from types import SimpleNamespace
+
+    from serving.service import FutureIndustryClassifier, Metadata
+
+    classifier = SimpleNamespace(labels=["future_energy", "other"], directions=["future_energy"], thresholds=[0.5],
+                                 max_length=64, lexical=None, precision="fp32",
+                                 meta={"test_split": "2 whole pages (001_c370f3aba9b43165, 003_e411691ecbd73fac)"})
+    service = SimpleNamespace(classifier=classifier, tag="fic:test", threads=2,
+                              info={"metrics": {"macro_f1": 0.9}, "base_model": "scratch", "from_scratch": True})
+    answer = FutureIndustryClassifier.inner.metadata(service).model_dump()
+    assert answer["metrics"] == {"macro_f1": 0.9}
+    assert answer["metrics_split"] == "test split: 2 whole pages (001_c370f3aba9b43165, 003_e411691ecbd73fac)"
+    assert "test split" in Metadata.model_json_schema()["properties"]["metrics"]["description"]
