@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from serving.local_engine import DEFAULT_MAX_UNITS_PER_DOC, Terminated
-from serving.output import ResumeMismatch, Tally, errors_path, open_writer, pages_path, start
+from serving.output import RECORD_VERSION, ResumeMismatch, Tally, errors_path, open_writer, pages_path, start
 from serving.sources import JSONL_SUFFIXES
 
 log = logging.getLogger("serving.batch")
@@ -119,7 +119,7 @@ def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_un
             raise BatchError(f"--precision {precision}: {exc}") from None
         chosen = classifier.precision
     run_info = {"model": name, "model_id": model_id(path), "precision": chosen, "max_units_per_doc": max_units,
-                "preprocessing_version": PREPROCESSING_VERSION, "engine": engine}
+                "preprocessing_version": PREPROCESSING_VERSION, "record_version": RECORD_VERSION, "engine": engine}
     try:
         done = start(out, run_info)
     except ResumeMismatch as exc:

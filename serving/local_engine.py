@@ -73,12 +73,14 @@ def score_split(classifier, split: Sequence[tuple[list[Unit], list[str], dict | 
     for units, warnings, cap in split:
         preds = predictions[cursor:cursor + len(units)]
         cursor += len(units)
+        records = unit_records(units, preds)
         summary = summarize(preds, classifier.labels, classifier.other)
+        summary["damaged_units"] = sum(record["damaged"] for record in records)
         if warnings:
             summary["warnings"] = warnings
         if cap:
             summary["units_cap"] = cap
-        out.append((unit_records(units, preds), summary))
+        out.append((records, summary))
     return out
 
 

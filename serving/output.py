@@ -1,7 +1,8 @@
 """Where batch results go: the resumable writer, shared by both engines.
 
 Files, for OUT = scored/units.jsonl:
-- scored/units.jsonl        one record per unit (doc_id, url, span, cleaned text, labels, scores)
+- scored/units.jsonl        one record per unit (doc_id, url, span, cleaned text, labels, scores,
+                            truncated, damaged: the unit looks like text decoded with the wrong codec)
 - scored/units.pages.jsonl  one summary per document: the commit record. A document is finished
                             once its summary line is on disk; its unit lines were fsynced before it.
 - scored/units.errors.jsonl every path or line of this run that was skipped or failed, and every
@@ -32,7 +33,10 @@ from typing import Iterable
 log = logging.getLogger("serving.batch")
 
 # Changing one of these changes the records, so a resume must use the same values.
-RUN_KEYS = ("model_id", "precision", "max_units_per_doc", "preprocessing_version")
+RUN_KEYS = ("model_id", "precision", "max_units_per_doc", "preprocessing_version", "record_version")
+# The fields of a unit record; bumped when one is added (2: `damaged`), so a resume never mixes
+# records (or Parquet parts) with and without it.
+RECORD_VERSION = 2
 
 
 class ResumeMismatch(Exception):
@@ -204,7 +208,7 @@ def unit_schema(scores: dict):
     return pa.schema([("doc_id", pa.string()), ("url", pa.string()), ("index", pa.int64()), ("start", pa.int64()),
                       ("end", pa.int64()), ("text", pa.string()), ("labels", pa.list_(pa.string())),
                       ("top_label", pa.string()), ("scores", pa.struct([(k, pa.float64()) for k in scores])),
-                      ("truncated", pa.bool_())])
+                      ("truncated", pa.bool_()), ("damaged", pa.bool_())])
 
 
 class ParquetWriter(Writer):
@@ -278,6 +282,7 @@ class Tally:
     def __init__(self, writer: Writer):
         self.writer = writer
         self.written = self.units = self.resumed = self.flagged = self.capped = 0
+        self.damaged_units = self.damaged_docs = 0  # units that look mis-decoded, and documents with any
         self.skipped: list[dict] = []
         self.failed: list[dict] = []
         self.seen: set[str] = set()
@@ -308,6 +313,9 @@ class Tally:
         for head, units, summary in docs:
             self.written += 1
             self.units += len(units)
+            damaged = summary.get("damaged_units", 0)
+            self.damaged_units += damaged
+            self.damaged_docs += damaged > 0
             if summary.get("warnings"):
                 self.flagged += 1
                 self.capped += "units_cap" in summary
@@ -317,4 +325,6 @@ class Tally:
     def line(self) -> str:
         return (f"documents read {self.read}, skipped {self.resumed} (already in output), failed {len(self.failed)}, "
                 f"written {self.written}; skipped with a reason {len(self.skipped)}; scored with a warning "
-                f"{self.flagged} ({self.capped} cut to the unit cap); units written {self.units}")
+                f"{self.flagged} ({self.capped} cut to the unit cap); units written {self.units}, of which "
+                f"{self.damaged_units} look mis-decoded (in {self.damaged_docs} document"
+                f"{'' if self.damaged_docs == 1 else 's'}: fetch again)")

@@ -6,7 +6,7 @@
 Reads the scorer's unit file and, when it is there, the page-summary file beside it
 (`units.pages.jsonl`). The page has no scripts and loads nothing at view time: charts
 are inline SVG. Sections: headline numbers, units and documents per direction, the
-share of noise, directions by source site (the url's host) and by month (a `date`
+share of noise, the pages with units decoded with the wrong codec, directions by source site (the url's host) and by month (a `date`
 field of the input when the scorer kept one, else the first full date printed on the
 page), and the pages richest in each direction with their strongest units.
 """
@@ -241,12 +241,12 @@ def _run_info(units_path: Path) -> dict:
 
 def dominant(page: Page, directions: list[str], other: str) -> list[str]:
     """The page's dominant directions, by the same rule as the scorer's page summary."""
-    from serving.scoring import DOMINANT_SHARE
+    from serving.scoring import DOMINANT_SHARE, MAX_DOMINANT
 
     counts = Counter(label for u in page.units for label in u["labels"] if label != other)
     on_topic = sum(1 for u in page.units if u["labels"] != [other])
     ranked = sorted(counts, key=lambda d: (-counts[d], directions.index(d) if d in directions else 0))
-    top = [d for d in ranked if on_topic and counts[d] / on_topic >= DOMINANT_SHARE]
+    top = [d for d in ranked if on_topic and counts[d] / on_topic >= DOMINANT_SHARE][:MAX_DOMINANT]
     return top or ranked[:1]
 
 
@@ -297,6 +297,11 @@ def statistics(crawl: Crawl, top_pages: int = 5, top_units: int = 3) -> dict:
             for p in ranked
         ]
     page_noise = [sum(1 for u in p.units if u["labels"] == [other]) / len(p.units) for p in crawl.pages]
+    # Units the scorer flagged as decoding damage (mojibake), per page, most first: pages to fetch again.
+    damaged_pages = sorted(
+        ({"doc_id": p.doc_id, "url": p.url, "site": p.site, "units": len(p.units),
+          "damaged_units": sum(1 for u in p.units if u.get("damaged") is True)} for p in crawl.pages),
+        key=lambda row: (-row["damaged_units"], row["doc_id"]))
     return {
         "documents": len(crawl.pages),
         "units": len(units),
@@ -309,6 +314,10 @@ def statistics(crawl: Crawl, top_pages: int = 5, top_units: int = 3) -> dict:
         "dated_documents": sum(1 for p in crawl.pages if p.date),
         "dates_from_input": sum(1 for p in crawl.pages if p.date_from == "input"),
         "page_noise_shares": page_noise,
+        # None when the scorer predates the check (its records have no `damaged` field).
+        "damaged_units": (sum(row["damaged_units"] for row in damaged_pages)
+                          if any("damaged" in u for u in units) else None),
+        "damaged_pages": [row for row in damaged_pages if row["damaged_units"]],
         "richest": richest,
     }
 
@@ -477,7 +486,7 @@ def render(crawl: Crawl, stats: dict, title: str | None = None, max_rows: int = 
              f'<p class="muted">A unit may carry several directions ({stats["multi_label_units"]} do), so direction counts '
              "add up to more than the on-topic units. A document counts for a direction when at least one of its units "
              "carries it; a direction is dominant in a page when it labels at least a quarter of the page's on-topic "
-             "units (or is its most frequent one).</p>"]
+             "units (or is its most frequent one), at most the three most frequent per page.</p>"]
 
     # Noise
     body += ["<h2>Noise</h2>",
@@ -485,6 +494,30 @@ def render(crawl: Crawl, stats: dict, title: str | None = None, max_rows: int = 
              f"<code>{_esc(crawl.other)}</code>: page furniture (menus, dates, links, copyright lines) and text on no "
              "direction. Pages by their share of such units:</p>",
              svg_histogram(stats["page_noise_shares"])]
+
+    # Decoding damage
+    body.append("<h2>Decoding damage</h2>")
+    if stats["damaged_units"] is None:
+        body.append('<p class="muted">These records predate the damage check (no <code>damaged</code> field); '
+                    "score the crawl again to see which pages were decoded with the wrong codec.</p>")
+    elif not stats["damaged_pages"]:
+        body.append('<p data-stat="damaged-units">No unit looks like text decoded with the wrong codec.</p>')
+    else:
+        damaged = stats["damaged_pages"]
+        rows = "".join(
+            f'<tr><td class="l">' + (f'<a href="{_esc(p["url"])}">{_esc(p["doc_id"])}</a>' if p["url"]
+                                     else _esc(p["doc_id"]))
+            + f'</td><td data-doc="{_esc(p["doc_id"])}" data-stat="damaged-units">{p["damaged_units"]}</td>'
+            f'<td>{p["units"]}</td><td>{_pct(p["damaged_units"] / p["units"])}</td></tr>'
+            for p in damaged[:max_rows])
+        more = (f'<p class="muted">… and {len(damaged) - max_rows} more pages; every unit record carries '
+                "<code>damaged</code>.</p>" if len(damaged) > max_rows else "")
+        body += [f'<p><b data-stat="damaged-units">{stats["damaged_units"]:,}</b> units on {len(damaged):,} '
+                 "pages look like text decoded with the wrong codec (mojibake such as 鍙戝睍, å›½å®¶, 锟斤拷, �): "
+                 "they are scored, usually as <code>other</code>, but say nothing. Fetch these pages again or "
+                 "decode them with the right codec.</p>",
+                 '<table><tr><th class="l">page</th><th>damaged units</th><th>units</th><th>share</th></tr>'
+                 f"{rows}</table>{more}"]
 
     # Sites
     body += ["<h2>By source site</h2>",

@@ -6,25 +6,32 @@ from collections import Counter
 from typing import Sequence
 
 from training.predict import Classifier, Prediction
-from training.text import Unit, split_units
+from training.text import Unit, looks_damaged, split_units
 
 # A direction counts as one of a page's dominant directions when it labels at least
 # this share of the page's on-topic units (or is the most frequent one).
 DOMINANT_SHARE = 0.25
+# ... and only the MAX_DOMINANT most frequent of those: units carry several directions, so a
+# policy page that names all six would otherwise list all six, which says nothing about it.
+MAX_DOMINANT = 3
 
 
 def unit_records(units: Sequence[Unit], predictions: Sequence[Prediction]) -> list[dict]:
-    return [{**unit.to_dict(), **pred.to_dict()} for unit, pred in zip(units, predictions)]
+    # `damaged`: the unit looks like text decoded with the wrong codec (training/text.py), so the page
+    # is worth fetching again; the prediction of such a unit is usually `other`.
+    return [{**unit.to_dict(), **pred.to_dict(), "damaged": looks_damaged(unit.text)}
+            for unit, pred in zip(units, predictions)]
 
 
 def summarize(predictions: Sequence[Prediction], labels: Sequence[str], other: str) -> dict:
-    """Units per label, the share of noise/off-topic units and the page's dominant directions."""
+    """Units per label, the share of noise/off-topic units and the page's dominant directions (at most
+    MAX_DOMINANT, most frequent first)."""
     counts = Counter(label for pred in predictions for label in pred.labels)
     total = len(predictions)
     on_topic = sum(1 for pred in predictions if pred.labels != [other])
     directions = [label for label in labels if label != other and counts.get(label, 0) > 0]
     ranked = sorted(directions, key=lambda label: (-counts[label], labels.index(label)))
-    dominant = [label for label in ranked if on_topic and counts[label] / on_topic >= DOMINANT_SHARE]
+    dominant = [label for label in ranked if on_topic and counts[label] / on_topic >= DOMINANT_SHARE][:MAX_DOMINANT]
     if ranked and not dominant:
         dominant = ranked[:1]
     return {

@@ -270,3 +270,23 @@ def test_s3_input_over_a_local_s3_server(tiny_artifact, tmp_path, capsys, monkey
     assert any(r["doc_id"] == "s3-1" for r in records)
     sources = {p["doc_id"]: p["source"] for p in read_jsonl(remote.with_name("s3.pages.jsonl"))}
     assert sources[f"seeds/{sorted(SEEDS.glob('*.txt'))[0].name}"].startswith("s3://crawls/seeds/")
+
+
+def test_damaged_units_are_flagged_in_both_formats_and_counted(tiny_artifact, tmp_path, capsys) -> None:
+    # A page of mis-decoded lines (UTF-8 read as GBK, GBK read as Latin-1) beside a clean one.
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    (crawl / "clean.txt").write_text("推动氢能产业发展。\n培育商业航天。\n", encoding="utf-8")
+    garbled = ["发展新质生产力。".encode().decode("gbk", "replace"), "国家发展改革委。".encode("gbk").decode("latin-1")]
+    (crawl / "mojibake.txt").write_text("\n".join([*garbled, "推动氢能产业发展。"]) + "\n", encoding="utf-8")
+    for out in (tmp_path / "a" / "units.jsonl", tmp_path / "b" / "units.parquet"):
+        code, err = score(capsys, str(crawl), "-o", str(out), "--model", str(tiny_artifact), "--precision", "fp32")
+        assert code == 0, err
+        from serving.output import read_units
+
+        flags = {(u["doc_id"], u["index"]): u["damaged"] for u in read_units(out)}
+        assert flags == {("crawl/clean.txt", 0): False, ("crawl/clean.txt", 1): False, ("crawl/mojibake.txt", 0): True,
+                         ("crawl/mojibake.txt", 1): True, ("crawl/mojibake.txt", 2): False}
+        pages = {p["doc_id"]: p["damaged_units"] for p in read_jsonl(out.with_name("units.pages.jsonl"))}
+        assert pages == {"crawl/clean.txt": 0, "crawl/mojibake.txt": 2}
+        assert "of which 2 look mis-decoded (in 1 document: fetch again)" in err

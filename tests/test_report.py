@@ -119,3 +119,47 @@ def test_report_opens_in_a_headless_browser(report, scored) -> None:
     assert errors == []
     assert all(url.startswith("file://") for url in requests), requests  # nothing fetched at view time
 
+
+
+def _unit(doc_id: str, index: int, text: str, labels: list[str], damaged: bool) -> dict:
+    scores = {"future_energy": 0.9 if "future_energy" in labels else 0.1, "other": 0.1 if labels != ["other"] else 0.9}
+    return {"doc_id": doc_id, "url": None, "index": index, "start": 0, "end": len(text), "text": text,
+            "labels": labels, "top_label": labels[0], "scores": scores, "truncated": False, "damaged": damaged}
+
+
+def test_report_counts_damaged_units_per_page(tmp_path) -> None:
+    units = [_unit("clean", 0, "发展氢能产业。", ["future_energy"], False),
+             _unit("mojibake", 0, "鍙戝睍鏂拌川鐢熶骇鍔�", ["other"], True),
+             _unit("mojibake", 1, "¹ú¼Ò·¢Õ¹", ["other"], True),
+             _unit("mojibake", 2, "发展氢能产业。", ["future_energy"], False)]
+    scored = tmp_path / "units.jsonl"
+    scored.write_text("".join(json.dumps(u, ensure_ascii=False) + "\n" for u in units), encoding="utf-8")
+    out = tmp_path / "report.html"
+    stats = write_report(scored, out)
+    assert stats["damaged_units"] == 2
+    assert stats["damaged_pages"] == [{"doc_id": "mojibake", "url": None, "site": "(no url)", "units": 3,
+                                       "damaged_units": 2}]
+    page = out.read_text(encoding="utf-8")
+    assert 'data-doc="mojibake" data-stat="damaged-units">2<' in page and 'data-doc="clean"' not in page
+
+    # Records from before the check carry no field: the report says so instead of claiming none.
+    scored.write_text("".join(json.dumps({k: v for k, v in u.items() if k != "damaged"}, ensure_ascii=False) + "\n"
+                              for u in units), encoding="utf-8")
+    assert write_report(scored, out)["damaged_units"] is None
+    assert "predate the damage check" in out.read_text(encoding="utf-8")
+
+
+def test_dominant_directions_are_capped_and_ranked() -> None:
+    # A policy page whose units each name several directions: every direction passes the 25% share.
+    from serving.report import Page, dominant
+    from serving.scoring import MAX_DOMINANT, summarize
+    from training.predict import Prediction
+
+    directions = ["a", "b", "c", "d", "e", "f"]
+    rows = [["a", "b", "c", "d", "e", "f"], ["a", "b", "c", "d", "e"], ["a", "b", "c", "d"], ["f", "e", "d"]]
+    predictions = [Prediction(labels, labels[0], {}) for labels in rows]
+    summary = summarize(predictions, [*directions, "other"], "other")
+    # d labels 4 units; a, b, c and e 3 each (ties in taxonomy order); f 2.
+    assert MAX_DOMINANT == 3 and summary["dominant_directions"] == ["d", "a", "b"]
+    page = Page("p", units=[{"labels": labels} for labels in rows])
+    assert dominant(page, directions, "other") == summary["dominant_directions"]  # the report uses the same rule
