@@ -692,7 +692,8 @@ def cv_report(cfg: Config, taxonomy: Taxonomy, k: int, real: list[Example], auth
         pages = len({ex.page or ex.text for ex in real})
         how = (f"grouped by page (`data.split_by: page`): each of the {pages} pages sits whole in one fold"
                + (", one page per fold (leave-one-page-out)" if n == pages else ", folds balanced by label as far as "
-                  "whole pages allow") + "; identical texts are kept in one fold too")
+                  "whole pages allow") + " (a line repeated on several pages, such as a site's menu, may sit on both sides, as it "
+               "does when new pages of known sites are scored)")
     else:
         how = ("by single units (`data.split_by: unit`, multi-label stratified, identical texts kept in one fold): "
                "units of one page sit in several folds, so a fold is scored on pages it has partly trained on")
