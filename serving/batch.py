@@ -74,8 +74,18 @@ def model_id(path: Path) -> str:
     return hashlib.sha256((path / ARTIFACT_FILE).read_bytes()).hexdigest()[:16]
 
 
+# Said once when no precision is recorded and none was asked for: the default run scores in fp32
+# rather than timing every variant (minutes, GBs and ONNX exports) without being asked.
+NO_RECORD_HINT = ("no precision is recorded with %s, so scoring in fp32 (exact). To choose a faster one once: "
+                  "python -m serving.package ARTIFACT_DIR (times them and records the choice with the stored model), "
+                  "or --precision auto here (times fp32, int8, bf16 where offered, and onnx/onnx-int8 with the onnx "
+                  "extra, writing their ONNX graphs into the folder, and records the choice in its precision.json), "
+                  "or name one: --precision int8")
+
+
 def resolve_precision(path: Path, requested: str | None, batch_size: int) -> str:
-    """The concrete precision every Ray actor will use: explicit, recorded, or decided once here."""
+    """The concrete precision every Ray actor will use: explicit, recorded, or decided once here
+    (the same rule as Classifier.from_artifact for the in-process engine)."""
     from training.predict import Classifier, recorded_precision
 
     if requested not in (None, "auto"):
@@ -89,13 +99,18 @@ def resolve_precision(path: Path, requested: str | None, batch_size: int) -> str
 
 
 def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_units: int = 2048,
-        progress: bool = False, precision: str | None = "auto", engine: str = "local",
+        progress: bool = False, precision: str | None = None, engine: str = "local",
         max_units: int = DEFAULT_MAX_UNITS_PER_DOC, follow_symlinks: bool = False, address: str | None = None,
         actors: int = 1) -> Tally:
     from training.runtime import configure_threads
     from training.text import PREPROCESSING_VERSION
 
     path, name = resolve_model(model)
+    if precision is None:
+        from training.predict import recorded_precision
+
+        if recorded_precision(path) is None:  # both engines then score in fp32
+            log.info(NO_RECORD_HINT, name)
     if precision in ("onnx", "onnx-int8"):
         from training import onnx_runtime
 
@@ -175,10 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="units per model call (default 64)")
     parser.add_argument("--chunk-units", type=int, default=2048,
                         help="local engine: about how many units to length-sort and score together (default 2048)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8"],
-                        help="auto (default): the precision recorded with the model (by python -m serving.package), "
-                             "else decided once and recorded; fp32 is exact; onnx and onnx-int8 run ONNX Runtime "
-                             "(pip install -e '.[onnx]')")
+    parser.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8"],
+                        help="default: the precision recorded with the model (by python -m serving.package), else "
+                             "fp32 (exact); auto: the recorded one, else time every variant now (minutes; ONNX graphs "
+                             "are written into the artifact folder) and record the choice; onnx and onnx-int8 run "
+                             "ONNX Runtime (pip install -e '.[onnx]')")
     parser.add_argument("--max-units-per-doc", type=int, default=DEFAULT_MAX_UNITS_PER_DOC,
                         help=f"score at most this many units of one document; the summary says when a document "
                              f"was cut (default {DEFAULT_MAX_UNITS_PER_DOC})")

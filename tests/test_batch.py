@@ -139,14 +139,28 @@ def test_documents_are_streamed(tmp_path) -> None:
     assert first.id == "crawl/0.txt" and [d.text for d in stream] == ["第1页。", "改过了。"]
 
 
-def test_precision_is_decided_once_and_a_resume_keeps_it(tiny_artifact, tmp_path, capsys) -> None:
+def test_precision_is_the_recorded_one_else_fp32_and_auto_decides_once(tiny_artifact, tmp_path, capsys, caplog) -> None:
+    import logging
+
     from training.predict import PRECISION_FILE, Classifier
 
+    caplog.set_level(logging.INFO)
     model = tmp_path / "model"
-    shutil.copytree(tiny_artifact, model, ignore=shutil.ignore_patterns(PRECISION_FILE, "checkpoints"))
+    shutil.copytree(tiny_artifact, model, ignore=shutil.ignore_patterns(PRECISION_FILE, "*.onnx", "checkpoints"))
+    files = sorted(p.name for p in model.iterdir())
     crawl = Path("seeds")
+    # Nothing recorded, nothing asked: fp32 with a line saying how to choose; no timing, the folder unchanged.
+    plain = tmp_path / "plain" / "units.jsonl"
+    code, err = score(capsys, str(crawl), "-o", str(plain), "--model", str(model))
+    assert code == 0, err
+    assert json.loads(plain.with_name("units.run.json").read_text())["precision"] == "fp32"
+    assert "no precision is recorded" in caplog.text and "python -m serving.package" in caplog.text
+    assert "precision=auto" not in caplog.text
+    assert sorted(p.name for p in model.iterdir()) == files
+
+    # An explicit auto decides once, records it, and every later default load uses the record.
     out = tmp_path / "out" / "units.jsonl"
-    code, err = score(capsys, str(crawl), "-o", str(out), "--model", str(model))  # --precision auto (default)
+    code, err = score(capsys, str(crawl), "-o", str(out), "--model", str(model), "--precision", "auto")
     assert code == 0, err
     recorded = json.loads((model / PRECISION_FILE).read_text())["precision"]
     assert json.loads(out.with_name("units.run.json").read_text())["precision"] == recorded
@@ -162,8 +176,24 @@ def test_precision_is_decided_once_and_a_resume_keeps_it(tiny_artifact, tmp_path
     message = err.strip().splitlines()[-1]
     assert message.startswith("error: ") and f"precision {recorded!r}" in message and "resume with the same" in message
     assert out.read_bytes() == lines_before
-    code, err = score(capsys, str(crawl), "-o", str(out), "--model", str(model))
+    code, err = score(capsys, str(crawl), "-o", str(out), "--model", str(model))  # the default reads the record
     assert code == 0 and "skipped 5 (already in output)" in err
+
+
+def test_ray_engine_resolves_precision_by_the_same_rule(tiny_artifact, tmp_path) -> None:
+    # The Ray engine fixes one precision on the driver for all actors; it must match what the
+    # in-process Classifier.from_artifact picks: the record, else fp32 unless auto was asked for.
+    from serving.batch import resolve_precision
+    from training.predict import PRECISION_FILE, Classifier, record_precision
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_artifact, model, ignore=shutil.ignore_patterns(PRECISION_FILE, "*.onnx", "checkpoints"))
+    assert resolve_precision(model, None, 64) == Classifier.from_artifact(model).precision == "fp32"
+    assert not (model / PRECISION_FILE).exists()
+    assert record_precision(model, {"precision": "int8", "decided_by": "test"})
+    for requested in (None, "auto"):
+        assert resolve_precision(model, requested, 64) == Classifier.from_artifact(model, precision=requested).precision == "int8"
+    assert resolve_precision(model, "fp32", 64) == "fp32"
 
 
 def test_package_records_the_precision(tiny_artifact, tmp_path) -> None:

@@ -196,7 +196,14 @@ def graph_for(precision: str, model, tokenizer, folder: Path | None, fingerprint
         return folder / name
     target = folder if folder is not None and os.access(folder, os.W_OK) else Path(tempfile.mkdtemp(prefix="fic-onnx-"))
     fp32 = folder / ONNX_FILES["onnx"] if folder is not None else None
-    if precision == "onnx" or fp32 is None or not is_current(fp32, fingerprint):
+    export_fp32 = precision == "onnx" or fp32 is None or not is_current(fp32, fingerprint)
+    # Said before writing: the graphs grow the user's folder by about the weights' size, int8 by a quarter of it.
+    names = ([ONNX_FILES["onnx"]] if export_fp32 else []) + ([ONNX_FILES[precision]] if precision != "onnx" else [])
+    weights = sum(p.stat().st_size for p in folder.glob("model*.safetensors")) if folder is not None else 0
+    size = weights * (export_fp32 + 0.25 * (precision != "onnx"))
+    log.info("precision %s: writing %s into %s (about %.0f MB; derived from the weights, safe to delete, made again "
+             "when needed)", precision, " and ".join(names), target, size / 2**20)
+    if export_fp32:
         fp32 = export(model, tokenizer, target / ONNX_FILES["onnx"], fingerprint)
     return fp32 if precision == "onnx" else quantize(fp32, target / name, fingerprint)
 

@@ -364,6 +364,10 @@ class Classifier:
                 precision, classifier.precision_source = "fp32", "default"
         calibration_path = path / CALIBRATION_FILE
         calibration = calibration_path.read_text(encoding="utf-8").splitlines() if calibration_path.is_file() else None
+        if precision == "auto":  # said first: timing takes minutes and may write ONNX graphs into the folder
+            log.info("precision=auto: none recorded in %s for these weights; timing %s on %d calibration units, then "
+                     "recording the choice in %s", path, ", ".join(classifier.available_precisions()),
+                     len(calibration or []), path / PRECISION_FILE)
         classifier.set_precision(precision, calibration)
         if precision == "auto":  # nothing recorded yet: decide once, record, and reuse from now on
             if record_precision(path, classifier.precision_report, fingerprint):
