@@ -505,7 +505,7 @@ def render(crawl: Crawl, stats: dict, title: str | None = None, max_rows: int = 
     else:
         damaged = stats["damaged_pages"]
         rows = "".join(
-            f'<tr><td class="l">' + (f'<a href="{_esc(p["url"])}">{_esc(p["doc_id"])}</a>' if p["url"]
+            '<tr><td class="l">' + (f'<a href="{_esc(p["url"])}">{_esc(p["doc_id"])}</a>' if p["url"]
                                      else _esc(p["doc_id"]))
             + f'</td><td data-doc="{_esc(p["doc_id"])}" data-stat="damaged-units">{p["damaged_units"]}</td>'
             f'<td>{p["units"]}</td><td>{_pct(p["damaged_units"] / p["units"])}</td></tr>'
