@@ -18,10 +18,18 @@ BentoML:
 - `refuse_new_connections_on_sigterm`: after SIGTERM the listening socket stops
   accepting, so a new request is refused at once instead of waiting in the backlog
   while in-flight requests drain.
+- `ReadDeadlineProtocol`: uvicorn closes an idle keep-alive connection, but never one
+  that is still sending its request: 260 connections each sending headers and one body
+  byte held BentoML's concurrency limit (256) for its 120 s timeout, and a connection
+  that sent nothing, or half its headers, stayed open for good. Each request must now
+  arrive whole, headers and body, within a deadline (408 and the connection closed).
+  `EdgeGuard` also reads API bodies before BentoML's concurrency limit sees the request,
+  so a slow upload holds no slot while it arrives.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -29,6 +37,9 @@ import signal
 import socket
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, MutableMapping
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -49,6 +60,10 @@ def media_type(headers: Iterable[tuple[bytes, bytes]]) -> str:
         if name.lower() == b"content-type":
             return value.decode("latin-1").split(";")[0].strip().lower()
     return ""
+
+
+def is_json(kind: str) -> bool:
+    return kind in JSON_TYPES or kind.endswith("+json")
 
 
 def header(headers: Iterable[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
@@ -87,7 +102,7 @@ class RequestLimits:
             return
         headers = scope.get("headers", [])
         kind = media_type(headers)
-        if kind not in JSON_TYPES and not kind.endswith("+json"):
+        if not is_json(kind):
             await send_json(send, 415, {"error": f"content-type {kind!r} is not accepted; send the body as JSON "
                                                  "with content-type: application/json"})
             return
@@ -161,12 +176,50 @@ def known_paths(app: Any, prefix: str = "") -> set[str]:
 class EdgeGuard:
     """Outermost layer: unknown paths, overload replies and the OpenAPI document."""
 
-    def __init__(self, app: ASGIApp, spec: Callable[[], dict], api_paths: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, spec: Callable[[], dict], api_paths: Iterable[str],
+                 max_body_bytes: int | None = None) -> None:
         self.app = app
         self.spec = spec
         self.api_paths = frozenset(api_paths)
+        self.max_body_bytes = max_body_bytes  # None: pass bodies through unread
         self._known: set[str] | None = None
         self._spec_body: bytes | None = None
+
+    async def _body_first(self, scope: Scope, receive: Receive) -> Receive | None:
+        """Read an API request's body here, outside BentoML's concurrency limit; None if the client left.
+
+        BentoML counts a request against `max_concurrency` from its headers on, so uploads
+        that stall after the headers took every slot (260 sockets, 26 KB in all, locked out
+        /classify and /metadata). Read here, a slow upload holds no slot; the read deadline
+        (ReadDeadlineProtocol) closes it if it never completes. Bodies RequestLimits refuses
+        unread (declared over the limit, not JSON) pass through unread, and reading stops at
+        the limit, where RequestLimits counts the rest and answers 413.
+        """
+        headers = scope.get("headers", [])
+        declared = header(headers, b"content-length")
+        if not is_json(media_type(headers)) or (
+                declared is not None and (not declared.strip().isdigit() or int(declared) > self.max_body_bytes)):
+            return receive
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False) or size > self.max_body_bytes:
+                break
+        if not messages[-1].get("more_body", False):  # whole: hand it on as one message
+            messages = [{"type": "http.request", "body": b"".join(m.get("body", b"") for m in messages),
+                         "more_body": False}]
+
+        async def replay() -> Message:
+            if messages:
+                return messages.pop(0)
+            return await receive()  # the rest of an oversized body, or the disconnect
+
+        return replay
 
     def is_known(self, path: str) -> bool:
         if self._known is None:  # routes are complete once the app is built; read them on first use
@@ -194,6 +247,10 @@ class EdgeGuard:
         if path not in self.api_paths:
             await self.app(scope, receive, send)
             return
+        if self.max_body_bytes is not None and scope["method"] == "POST":
+            receive = await self._body_first(scope, receive)
+            if receive is None:
+                return  # the client left before its body arrived: nothing to answer
 
         held: Message | None = None
 
@@ -215,6 +272,79 @@ class EdgeGuard:
             await send(message)
 
         await self.app(scope, receive, overload_aware_send)
+
+
+class ReadDeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for receiving each request, headers and body.
+
+    uvicorn times a connection only between requests (timeout_keep_alive, 5 s in BentoML):
+    one that sends nothing, sends its headers a byte at a time, or sends headers and part of
+    a body and then idles, stays open until the client leaves. Here a clock starts when the
+    server begins waiting for a request (on connecting, and after each response) and stops
+    once the request has arrived whole; at `read_timeout_s` the connection is closed, with a
+    408 if part of a request had arrived. A clock per request, not per read, so trickling a
+    byte now and then does not keep a connection.
+    """
+
+    read_timeout_s: float = 30.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._read_timer: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
+        self._watch_read()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch_read()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch_read()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_read_timer()
+        super().connection_lost(exc)
+
+    def _reading(self) -> bool:
+        return self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing()
+
+    def _watch_read(self) -> None:
+        if not self._reading():
+            self._stop_read_timer()
+        elif self._read_timer is None:
+            self._read_timer = self.loop.call_later(self.read_timeout_s, self._read_timed_out)
+
+    def _stop_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        if not self._reading():
+            return
+        partly_sent = self.conn.their_state is h11.SEND_BODY or bool(self.conn.trailing_data[0])
+        if partly_sent and not (self.cycle is not None and self.cycle.response_started):
+            body = json.dumps({"error": f"the request did not arrive whole within {self.read_timeout_s:g} s; "
+                                        "send headers and body without pausing"}).encode()
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        # The app (if the headers had arrived) sees http.disconnect and stops waiting for the body.
+        self.transport.close()
+
+
+def use_read_deadline(seconds: float) -> None:
+    """Serve HTTP/1.1 in this process with ReadDeadlineProtocol; call before uvicorn starts.
+
+    BentoML's worker builds uvicorn's Config itself, with http="auto" and no way to pass a
+    protocol class, and uvicorn resolves "auto" through its HTTP_PROTOCOLS table when the
+    server starts; pointing that entry here swaps the protocol. "auto" is h11 unless httptools
+    is installed (BentoML does not install it); with it, this still selects h11.
+    """
+    import uvicorn.config
+
+    ReadDeadlineProtocol.read_timeout_s = seconds
+    uvicorn.config.HTTP_PROTOCOLS["auto"] = f"{__name__}:ReadDeadlineProtocol"
 
 
 class QuietClientErrors(logging.Filter):

@@ -20,6 +20,8 @@ Settings come from the environment, read once at import (a value that cannot be 
     FIC_MAX_PAGE_CHARS    longest page accepted by /classify_page (default 200000 characters)
     FIC_MAX_PAGE_UNITS    most units a page may split into (default 2000); more gets 413
     FIC_MAX_BODY_BYTES    largest request body (default 8 MiB); more gets 413 before it is read
+    FIC_READ_TIMEOUT_S    seconds a connection has to deliver each request whole, headers and body (default 30);
+                          a slower one is closed (408 if part of a request arrived)
     FIC_THREADS           torch threads per worker (default: the CPU quota)
     FIC_WORKERS           worker processes, each with its own copy of the model (default 1); for throughput
                           one per core with FIC_THREADS=1, as memory allows (README "Performance")
@@ -59,7 +61,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from serving.guards import EdgeGuard, RequestLimits, quiet_client_errors, refuse_new_connections_on_sigterm
+from serving.guards import (EdgeGuard, RequestLimits, quiet_client_errors, refuse_new_connections_on_sigterm,
+                            use_read_deadline)
 from serving.settings import choice, switch, whole_number
 from training.predict import PRECISIONS
 from training.text import PREPROCESSING_VERSION
@@ -79,6 +82,8 @@ MAX_PAGE_UNITS = whole_number("FIC_MAX_PAGE_UNITS", 2000)
 # The largest valid request, 256 texts x 2,000 characters each sent as a JSON surrogate pair
 # (\ud83d\ude00, 12 bytes), is about 6.2 MB; anything larger cannot be a valid request.
 MAX_BODY_BYTES = whole_number("FIC_MAX_BODY_BYTES", 8 * 1024 * 1024)
+# 8 MiB in 30 s is about 2.2 Mbit/s: slower links should send fewer texts per request.
+READ_TIMEOUT_S = whole_number("FIC_READ_TIMEOUT_S", 30)
 THREADS = whole_number("FIC_THREADS", None)
 PRECISION = choice("FIC_PRECISION", "auto", PRECISIONS)
 WORKERS = whole_number("FIC_WORKERS", 1)
@@ -427,7 +432,9 @@ class _GuardedService(type(FutureIndustryClassifier)):
     __slots__ = ()
 
     def to_asgi(self, is_main: bool = True):  # noqa: ANN201 - an ASGI app
-        return EdgeGuard(super().to_asgi(is_main), spec=openapi_spec, api_paths=API_PATHS)
+        use_read_deadline(READ_TIMEOUT_S)  # the worker calls this before it starts uvicorn
+        return EdgeGuard(super().to_asgi(is_main), spec=openapi_spec, api_paths=API_PATHS,
+                         max_body_bytes=MAX_BODY_BYTES)
 
 
 FutureIndustryClassifier.__class__ = _GuardedService

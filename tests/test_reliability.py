@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -414,3 +415,111 @@ def test_fic_workers_starts_that_many_model_workers_that_all_answer(model_tag, b
         assert server.worker_pids(), "a worker died while answering"
     finally:
         server.stop()
+
+
+# ----------------------------------------------------------------------------- slow and abandoned clients
+
+READ_TIMEOUT = 6  # FIC_READ_TIMEOUT_S of the server below: short, so the test waits seconds, not the default 30
+
+
+@pytest.fixture(scope="module")
+def deadline_server(model_tag, bento_home, tmp_path_factory) -> LiveServer:
+    server = start_server(bento_home, model_tag, tmp_path_factory.mktemp("deadline") / "serve.log",
+                          FIC_READ_TIMEOUT_S=str(READ_TIMEOUT))
+    yield server
+    server.stop()
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=READ_TIMEOUT + 15)
+
+
+def _until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection; fails if it keeps it open."""
+    reply = b""
+    try:
+        while data := sock.recv(65536):
+            reply += data
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        pytest.fail(f"the server kept the connection open for {sock.gettimeout():.0f} s; got {reply[:200]!r}")
+    return reply
+
+
+def _still_open(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True  # nothing to read and not closed
+    except ConnectionResetError:
+        return False
+    finally:
+        sock.settimeout(READ_TIMEOUT + 15)
+
+
+@pytest.mark.slow
+def test_stalled_uploads_do_not_lock_out_the_service(deadline_server) -> None:
+    # The operator's probe: more stalled uploads than BentoML's max_concurrency (256), each
+    # sending its headers and one byte of a 100-byte body. Before: every /classify and
+    # /metadata got 429 for BentoML's 120 s timeout while /readyz said 200.
+    head = (b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{")
+    stalled = []
+    try:
+        for _ in range(260):
+            sock = _connect(deadline_server.url)
+            sock.sendall(head)
+            stalled.append(sock)
+        time.sleep(0.5)  # the worker has accepted them all
+        with httpx.Client(base_url=deadline_server.url, timeout=30) as client:
+            response = client.post("/classify", json={"texts": ["发展氢能产业"]})
+            assert response.status_code == 200, response.text
+            assert client.get("/metadata").status_code == 200
+            assert client.get("/readyz").status_code == 200
+        # Answered while the uploads were still open: it is not the read deadline that freed the slots.
+        assert _still_open(stalled[-1])
+        # And the deadline closes them, each with a 408 that says why.
+        for sock in stalled:
+            reply = _until_closed(sock)
+            assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive whole" in reply, reply[:300]
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+@pytest.mark.slow
+def test_idle_and_slow_header_connections_are_closed(deadline_server) -> None:
+    # Before: a connection that sent nothing, or trickled its headers, was never closed.
+    idle = _connect(deadline_server.url)
+    trickling = _connect(deadline_server.url)
+    opened = time.perf_counter()
+    try:
+        trickling.sendall(b"POST /classify HTTP/1.1\r\nHost: x\r\n")
+        reply = b""
+        while time.perf_counter() - opened < READ_TIMEOUT + 15:  # a header line every half second
+            try:
+                trickling.sendall(b"x-pad: 1\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            readable, _, _ = select.select([trickling], [], [], 0.5)
+            if readable:
+                reply = _until_closed(trickling)
+                break
+        else:
+            pytest.fail("a connection trickling its headers was kept open")
+        # The clock runs per request, not per read: trickling does not keep the connection.
+        assert time.perf_counter() - opened < READ_TIMEOUT + 5
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:300]
+        assert _until_closed(idle) == b""  # nothing was sent, so nothing is answered
+        assert time.perf_counter() - opened < READ_TIMEOUT + 5
+        # A keep-alive client is not affected: requests on one connection, each well within the deadline.
+        with httpx.Client(base_url=deadline_server.url, timeout=30) as client:
+            for _ in range(3):
+                assert client.post("/classify", json={"texts": ["发展氢能产业"]}).status_code == 200
+    finally:
+        idle.close()
+        trickling.close()
+
