@@ -12,8 +12,9 @@ Settings come from the environment, read once at import (a value that cannot be 
 `bentoml serve` with one line naming the variable):
     FIC_MODEL             model tag in the BentoML store (default future-industry-classifier:latest)
     FIC_MAX_BATCH_SIZE    adaptive batching: most texts per model call (default 64)
-    FIC_MAX_LATENCY_MS    adaptive batching: latency budget per request; requests that would wait longer
-                          are shed with 503 (default 10000: a BERT-base batch of 32 takes seconds on 2 cores)
+    FIC_MAX_LATENCY_MS    queueing budget of /classify: a request is refused with 503 (before any of its work
+                          starts) when the estimated model time of the requests admitted ahead of it is longer;
+                          an idle worker admits every request the schema accepts (default 10000; see "Work policy")
     FIC_BATCHING          "off" turns adaptive batching off (for benchmarks)
     FIC_MAX_TEXTS         most texts in one /classify request (default 256)
     FIC_MAX_TEXT_CHARS    longest text accepted by /classify (default 2000 characters)
@@ -40,6 +41,10 @@ arrival order, so page chunks and /classify batches take turns and a /classify r
 waits for at most one chunk per page in flight (at most PAGES_IN_FLIGHT pages are scored
 at once). One thread also means one set of torch threads and one malloc arena per worker,
 and the tokenizer is never used by two threads at once (fast tokenizers refuse that).
+
+Admission: a /classify request is admitted or refused whole, before any of its work starts
+(guards.ModelQueue, timed on every model call); BentoML's batcher, which would shed part of
+an admitted request, gets a latency limit as long as the request timeout.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import functools
 import logging
 import os
 import re
+import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Optional, Sequence
@@ -61,8 +67,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from serving.guards import (EdgeGuard, RequestLimits, quiet_client_errors, refuse_new_connections_on_sigterm,
-                            use_read_deadline)
+from serving.guards import (EdgeGuard, ModelQueue, RequestLimits, quiet_client_errors,
+                            refuse_new_connections_on_sigterm, use_read_deadline)
 from serving.settings import choice, switch, whole_number
 from training.predict import PRECISIONS
 from training.text import PREPROCESSING_VERSION
@@ -88,12 +94,15 @@ THREADS = whole_number("FIC_THREADS", None)
 PRECISION = choice("FIC_PRECISION", "auto", PRECISIONS)
 WORKERS = whole_number("FIC_WORKERS", 1)
 
+TIMEOUT_S = 120  # BentoML's per-request timeout (504)
 PAGE_CHUNK_UNITS = 32  # a page's units per model call: short enough that /classify is not kept waiting
 PAGES_IN_FLIGHT = 2  # pages scored at once; more wait (without using the CPU) for a slot
 API_PATHS = ("/classify", "/classify_page")
 MAX_URL_CHARS = 4096
 
 quiet_client_errors()  # runs in the worker, which imports this module before serving
+# Admission to the model for /classify (one per worker process; see guards.ModelQueue).
+QUEUE = ModelQueue(budget_s=MAX_LATENCY_MS / 1000)
 
 
 @functools.lru_cache(maxsize=1)
@@ -250,7 +259,7 @@ metadata_app = Starlette(routes=[Route("/metadata", _metadata, methods=["GET"])]
 
 @bentoml.asgi_app(metadata_app, path="/")
 @bentoml.service(
-    traffic={"timeout": 120, "max_concurrency": 256},
+    traffic={"timeout": TIMEOUT_S, "max_concurrency": 256},
     resources={"cpu": str(THREADS or 2)},
     workers=WORKERS,
 )
@@ -266,11 +275,23 @@ class FutureIndustryClassifier:
         self.tag = str(stored.tag)
         self.info = dict(stored.info.metadata)
         self.classifier = Classifier.from_artifact(stored.path, batch_size=MAX_BATCH_SIZE, precision=PRECISION)
+        # Admission needs the model's speed before the first request: time one batch of
+        # max-length texts now (after an untimed call that pays the first-call costs).
+        QUEUE.unit_cap = self.classifier.max_length
+        probe = ["氢" * self.classifier.max_length] * 8
+        self.classifier.predict(probe[:1], already_clean=True)
+        started = time.perf_counter()
+        self.classifier.predict(probe, already_clean=True)
+        QUEUE.observe(probe, time.perf_counter() - started)
         # One line per worker saying what it serves: the tag alone does not say how it scores.
         logging.getLogger("bentoml.fic").info(  # under "bentoml": BentoML shows only its own loggers
             "serving %s: precision %s (%s), %s, %s torch threads", self.tag, self.classifier.precision,
             self.classifier.precision_source,
             "encoder + TF-IDF mean" if self.classifier.lexical is not None else "encoder alone", self.threads)
+        logging.getLogger("bentoml.fic").info(
+            "model time %.1f ms per max-length text (%d tokens); /classify queueing budget %d ms",
+            1000 * QUEUE.seconds_per_unit * QUEUE.units([self.classifier.max_length]),
+            self.classifier.max_length, MAX_LATENCY_MS)
         # The one thread that runs the model (see "Work policy"); its queue is first come, first served.
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.page_slots = asyncio.Semaphore(PAGES_IN_FLIGHT)
@@ -307,10 +328,18 @@ class FutureIndustryClassifier:
         )
 
     async def _predict(self, texts: Sequence[str], already_clean: bool) -> list:
-        return await asyncio.get_running_loop().run_in_executor(
-            self.model_thread, functools.partial(self.classifier.predict, texts, already_clean=already_clean))
+        def timed() -> tuple[list, float]:  # timed on the model thread: the wait for it is not model time
+            started = time.perf_counter()
+            predictions = self.classifier.predict(texts, already_clean=already_clean)
+            return predictions, time.perf_counter() - started
 
-    @bentoml.api(batchable=BATCHING, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
+        predictions, seconds = await asyncio.get_running_loop().run_in_executor(self.model_thread, timed)
+        QUEUE.observe(texts, seconds)
+        return predictions
+
+    # Admission (RequestLimits + QUEUE) decides what is refused, before the batcher; the batcher's
+    # own limit is the request timeout, so it never sheds part of an admitted request.
+    @bentoml.api(batchable=BATCHING, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=TIMEOUT_S * 1000)
     async def classify(
         self, texts: Annotated[list[UnitText], Field(min_length=1, max_length=MAX_TEXTS)]
     ) -> list[UnitResult]:
@@ -418,7 +447,8 @@ def openapi_spec() -> dict:
 
 # ----------------------------------------------------------------------------- wiring the guards
 
-FutureIndustryClassifier.add_asgi_middleware(RequestLimits, max_body_bytes=MAX_BODY_BYTES, paths=API_PATHS)
+FutureIndustryClassifier.add_asgi_middleware(RequestLimits, max_body_bytes=MAX_BODY_BYTES, paths=API_PATHS,
+                                             queue=QUEUE, queued_paths=("/classify",))
 
 
 class _GuardedService(type(FutureIndustryClassifier)):
