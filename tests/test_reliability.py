@@ -575,3 +575,36 @@ def test_a_request_refused_for_load_is_refused_before_its_work_starts() -> None:
     queue.pending = queue.units([2000] * 50)  # 6.8 s ahead: within the budget
     assert asyncio.run(call(largest)).status_code == 200 and reached == [256, 256]
 
+
+@pytest.mark.slow
+def test_an_abandoned_page_stops_using_the_worker(live) -> None:
+    import psutil
+
+    worker = psutil.Process(live.worker_pids()[0])
+
+    def cpu_seconds() -> float:
+        times = worker.cpu_times()
+        return times.user + times.system
+
+    body = json.dumps({"text": units_page(PAGE_UNITS)}).encode()
+    head = ("POST /classify_page HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    # The operator's probe: four maximum pages, sent and abandoned. Before: the worker scored
+    # all of them to the end (~100% CPU for two minutes on the e5 default).
+    clients = []
+    for _ in range(4):
+        sock = socket.create_connection(("127.0.0.1", int(live.url.rsplit(":", 1)[1])), timeout=30)
+        sock.sendall(head + body)
+        clients.append(sock)
+    start = cpu_seconds()
+    time.sleep(1.5)
+    assert cpu_seconds() - start > 0.3, "the worker was not scoring the pages; the test proves nothing"
+    for sock in clients:
+        sock.close()
+    time.sleep(3)  # "within a few seconds": the page in progress stops at its next chunk of 32 units
+    start = cpu_seconds()
+    time.sleep(3)
+    assert cpu_seconds() - start < 0.5, "the worker kept scoring pages nobody waits for"
+    response = httpx.post(f"{live.url}/classify", json={"texts": ["发展氢能产业"]}, timeout=30)
+    assert response.status_code == 200
+    assert "page abandoned by its client" in live.log_text()
