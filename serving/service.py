@@ -25,7 +25,7 @@ Settings come from the environment, read once at import (a value that cannot be 
                           a slower one is closed (408 if part of a request arrived)
     FIC_THREADS           torch threads per worker (default: the CPU quota)
     FIC_WORKERS           worker processes, each with its own copy of the model (default 1); for throughput
-                          one per core with FIC_THREADS=1, as memory allows (README "Performance")
+                          one per core with FIC_THREADS=1, as memory allows (docs/performance.md)
     FIC_PRECISION         fp32, bf16, fp16 (GPU), int8, onnx, onnx-int8 (CPU; onnx needs the onnx extra)
                           or auto (default): the precision recorded with the model by serving.package
 
