@@ -672,10 +672,13 @@ def cv_report(cfg: Config, taxonomy: Taxonomy, k: int, real: list[Example], auth
             rows.append(f"| {arm} | {system} | " + " | ".join(cells) + " |")
     main_arm = next(iter(fold_results))
     systems = list(fold_results[main_arm][0])
-    per_label = ["| label | " + " | ".join(f"{s} F1" for s in systems) + " |", "|---|" + "---:|" * len(systems)]
+    per_label = ["| label | folds with it | " + " | ".join(f"{s} F1" for s in systems) + " |",
+                 "|---|---:|" + "---:|" * len(systems)]
     for label in taxonomy.all_labels:
-        cells = [mean_std([f[s]["per_label"][label]["f1"] for f in fold_results[main_arm]]) for s in systems]
-        per_label.append(f"| {label} | " + " | ".join(cells) + " |")
+        # A page held out whole may hold no unit of a direction: such a fold says nothing about it.
+        folds_with = [f for f in fold_results[main_arm] if f[systems[0]]["per_label"][label]["support"] > 0]
+        cells = [mean_std([f[s]["per_label"][label]["f1"] for f in folds_with]) if folds_with else "–" for s in systems]
+        per_label.append(f"| {label} | {len(folds_with)} | " + " | ".join(cells) + " |")
     means = {s: {"macro_f1": float(np.mean([f[s]["macro_f1"] for f in fold_results[main_arm]]))} for s in systems}
     gain = ""
     if len(fold_results) == 2:
@@ -731,6 +734,8 @@ they are an optimistic yardstick.
 
 {decision_part}
 ## Per-label F1 ("{main_arm}" arm)
+
+Mean ± std over the folds whose held-out units include the label.
 
 {chr(10).join(per_label)}
 
