@@ -344,3 +344,48 @@ def test_training_logs_each_epoch_as_one_line_and_prints_no_trainer_dicts(tmp_pa
     assert any("loss " in line for line in epochs) and any("eval_macro_ap " in line for line in epochs), epochs
     # No terminal here: no progress bars redrawn into the output.
     assert "training steps:" not in result.stderr and "\r" not in result.stderr
+
+
+def test_cv_folds_share_one_frozen_layer_pass_over_each_unit(tmp_path, monkeypatch) -> None:
+    """Every fold loads the same pretrained encoder: a unit's frozen states are computed in one fold only,
+    and the folds score exactly as with a cache of their own."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    from training import train
+    from training.frozen_cache import FrozenLayersCache
+
+    texts = [json.loads(line)["text"] for line in open("labels/seed_units.jsonl", encoding="utf-8")]
+    chars = sorted({ch for text in texts for ch in "query: " + text})
+    BertTokenizer(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *chars])}).save_pretrained(tmp_path / "enc")
+    BertModel(BertConfig(vocab_size=len(chars) + 4, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(tmp_path / "enc")
+    computed: list[int] = []
+    fill = FrozenLayersCache.fill
+
+    def counting_fill(self, sequences, **kwargs):
+        before = len(self.states)
+        seconds = fill(self, sequences, **kwargs)
+        computed.append(len(self.states) - before)
+        return seconds
+
+    monkeypatch.setattr(FrozenLayersCache, "fill", counting_fill)
+    sets = [f"output_dir={tmp_path}/cv", f"model.name_or_path={tmp_path}/enc", "model.pooling=mean",
+            "model.freeze_layers=1", "model.dropout=0", "model.tfidf_fusion=false", "train.epochs=1",
+            "train.batch_size=32", "train.precision=fp32", "data.max_length=64",
+            "data.label_files=[labels/seed_units.jsonl]"]
+    args = ["--config", "configs/offline-small.yaml", "--quiet", "--cv", "2", "--no-real-only"]
+    assert train.main([*args, *[x for item in sets for x in ("--set", item)]]) == 0
+    shared = json.loads((tmp_path / "cv-cv2" / "metrics.json").read_text())
+    distinct = len({tuple(ids) for ids in BertTokenizer.from_pretrained(tmp_path / "enc")(
+        ["query: " + t for t in texts], truncation=True, max_length=64)["input_ids"]})
+    assert len(computed) == 2 and computed[1] > 0 and sum(computed) == distinct
+
+    # The same folds with a store of its own per fold score the same.
+    monkeypatch.setattr(train, "SCRATCH", f"{tmp_path}/enc")  # treated like a scratch model: nothing shared
+    computed.clear()
+    assert train.main([*args, *[x for item in [*sets, f"output_dir={tmp_path}/own"] for x in ("--set", item)]]) == 0
+    own = json.loads((tmp_path / "own-cv2" / "metrics.json").read_text())
+    assert sum(computed) > distinct
+    # Seed units only: the one arm is "real only".
+    assert [f["model"]["macro_f1"] for f in own["folds"]["real only"]] == \
+        [f["model"]["macro_f1"] for f in shared["folds"]["real only"]]

@@ -46,11 +46,14 @@ def _pass_through(hidden_states, *args, **kwargs):
 class FrozenLayersCache:
     """Hidden states after a model body's embeddings and lowest `count` layers, keyed by token ids."""
 
-    def __init__(self, model, count: int, pad_token_id: int, padding_side: str = "right") -> None:
+    def __init__(self, model, count: int, pad_token_id: int, padding_side: str = "right",
+                 states: dict | None = None) -> None:
+        """`states`: a store to read and extend, shared by models whose frozen layers are the same pretrained
+        weights with the same tokenizer (the folds of one --cv run); by default a new one."""
         self.body = model.base_model
         self.layers = self.body.encoder.layer
         self.count, self.pad_token_id, self.padding_side = count, pad_token_id, padding_side
-        self.states: dict[tuple[int, ...], "object"] = {}
+        self.states: dict[tuple[int, ...], "object"] = {} if states is None else states
 
     @property
     def nbytes(self) -> int:

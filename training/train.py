@@ -233,8 +233,13 @@ def rank_samples_callback():
     return RankSamples()
 
 
-def frozen_layers_cache(cfg: Config, model, tokenizer, datasets: list, precision: str, progress: bool):
-    """The frozen layers' outputs for every unit of `datasets`, or None when they cannot or should not be cached."""
+def frozen_layers_cache(cfg: Config, model, tokenizer, datasets: list, precision: str, progress: bool,
+                        shared: dict | None = None):
+    """The frozen layers' outputs for every unit of `datasets`, or None when they cannot or should not be cached.
+
+    `shared` (precision -> states) carries states between models whose frozen layers and tokenizer are the
+    same pretrained ones, as in the folds of one --cv run: each unit is then computed once per run.
+    """
     from training.frozen_cache import MAX_CACHE_BYTES, FrozenLayersCache, cache_unavailable_reason
 
     if not cfg.model.freeze_layers or not cfg.train.cache_frozen_layers:
@@ -247,16 +252,23 @@ def frozen_layers_cache(cfg: Config, model, tokenizer, datasets: list, precision
     if reason:
         log.info("frozen layers run in every step: %s", reason)
         return None
-    cache = FrozenLayersCache(model, cfg.model.freeze_layers, tokenizer.pad_token_id, tokenizer.padding_side)
+    cache = FrozenLayersCache(model, cfg.model.freeze_layers, tokenizer.pad_token_id, tokenizer.padding_side,
+                              states=None if shared is None else shared.setdefault(precision, {}))
+    known = len(cache.states)
     seconds = cache.fill(sequences, batch_size=cfg.train.eval_batch_size, bf16=precision == "bf16", progress=progress)
-    log.info("frozen layers computed once for %d distinct units (%.0f MB) in %.0f s: each step runs the top %d "
-             "layers only (train.cache_frozen_layers)", len(cache.states), cache.nbytes / 2**20, seconds,
-             len(cache.layers) - cfg.model.freeze_layers)
+    reused = f", {known} kept from earlier folds" if known else ""
+    log.info("frozen layers computed once for %d distinct units (%.0f MB) in %.0f s%s: each step runs the top %d "
+             "layers only (train.cache_frozen_layers)", len(cache.states) - known, cache.nbytes / 2**20, seconds,
+             reused, len(cache.layers) - cfg.model.freeze_layers)
     return cache
 
 
-def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress: bool = True) -> FitResult:
-    """Train one model on splits.train, early-stop and tune thresholds on splits.val."""
+def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress: bool = True,
+        frozen_states: dict | None = None) -> FitResult:
+    """Train one model on splits.train, early-stop and tune thresholds on splits.val.
+
+    `frozen_states`: the frozen-layer states of earlier fits with the same pretrained encoder (see
+    `frozen_layers_cache`), read and extended."""
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback
@@ -333,7 +345,7 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress
         trainer.add_callback(TrainingOnlyProgress())
     log.info("training on %s with %s precision", "GPU" if torch.cuda.is_available() else "CPU", precision)
     started = time.perf_counter()
-    cache = frozen_layers_cache(cfg, trainer.model, tokenizer, [train_ds, val_ds], precision, progress)
+    cache = frozen_layers_cache(cfg, trainer.model, tokenizer, [train_ds, val_ds], precision, progress, frozen_states)
     cache_seconds = time.perf_counter() - started
     with cache.active() if cache is not None else contextlib.nullcontext():
         trainer.train()
@@ -619,6 +631,9 @@ def run_cv(cfg: Config, k: int, real_only_arm: bool = True, baselines_only: bool
     if authored and not real_only_arm:
         del arms["real only"]
     encoder = frozen_encoder(cfg)
+    # Every fold loads the same pretrained weights and tokenizer, so a unit's frozen-layer states are the
+    # same in every fold: computed once per run. A scratch model's vocabulary and weights differ per fold.
+    frozen_states: dict | None = {} if cfg.model.name_or_path != SCRATCH else None
     out = Path(f"{cfg.resolved_output_dir}-cv{k}")
     out.mkdir(parents=True, exist_ok=True)
     fold_results: dict[str, list[dict]] = {arm: [] for arm in arms}
@@ -630,7 +645,7 @@ def run_cv(cfg: Config, k: int, real_only_arm: bool = True, baselines_only: bool
                                  cfg.data.authored_val_fraction, cfg.seed + i)
             log.info("[%s] fold %d/%d: %d test units, %s", arm, i + 1, len(folds), len(test_idx),
                      split_description(splits.test, cfg.data.split_by))
-            fitted = None if baselines_only else fit(cfg, splits, taxonomy, out / "checkpoints", progress)
+            fitted = None if baselines_only else fit(cfg, splits, taxonomy, out / "checkpoints", progress, frozen_states)
             scored = score_all(fitted, splits, taxonomy, cfg.seed + i, encoder, cfg.train.threshold_rule)
             fold_results[arm].append(scored.results)
             fold_probs[arm].append(scored.probs)
