@@ -120,9 +120,10 @@ class TrainConfig:
     # With model.freeze_layers and dropout 0, compute the frozen layers' output once per unit and
     # train on it (training/frozen_cache.py): the same model, each step runs only the layers that learn.
     cache_frozen_layers: bool = True
-    # How the decision thresholds are set: `validation` tunes one per direction on the validation split,
-    # `global` tunes one shared threshold there, `flat` uses 0.5 everywhere. Recorded in the artifact.
-    threshold_rule: str = "validation"
+    # How the decision thresholds are set: `global` tunes one threshold shared by every direction on the
+    # validation split, `validation` one per direction there, `flat` uses 0.5 everywhere. Recorded in the
+    # artifact; docs/results.md says how page-grouped CV chose the default.
+    threshold_rule: str = "global"
 
     def __post_init__(self) -> None:
         if self.threshold_rule not in THRESHOLD_RULES:
