@@ -4,12 +4,13 @@
     python -m training.train --config configs/offline-small.yaml --cv 5
     python -m training.train --config configs/bert-base-chinese.yaml --set train.epochs=3
 
-A single run holds out a stratified share of the real (crawled, hand-labelled)
-units as the test set, trains on the rest plus any authored units, tunes one
-threshold per direction on validation, and writes model, tokenizer, labels,
-thresholds, config, metrics and report.md into the output folder. `--cv K`
-instead runs K folds over the real units and reports mean ± std for the model
-and both baselines, with and without the authored units.
+A single run holds out whole pages of the real (crawled, hand-labelled) units as
+the test set (`data.split_by`), trains on the rest plus any authored units, sets
+the thresholds on validation (`train.threshold_rule`), and writes model,
+tokenizer, labels, thresholds, config, metrics and report.md into the output
+folder. `--cv K` instead runs K folds of whole pages and reports mean ± std for
+the model and the baselines, with and without the authored units, and how each
+threshold rule would have scored with and without the TF-IDF half.
 """
 
 from __future__ import annotations
@@ -778,7 +779,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. train.epochs=3 or model.name_or_path=PATH (repeatable)")
     parser.add_argument("--cv", type=int, default=0, metavar="K",
-                        help="run K-fold cross-validation on the real units instead of one train/test run")
+                        help="run K-fold cross-validation on the real units instead of one train/test run; folds hold "
+                             "whole pages (data.split_by), one page per fold when there are K pages or fewer")
     parser.add_argument("--no-real-only", action="store_true",
                         help="with --cv: skip the second arm that trains on real units only (halves the time)")
     parser.add_argument("--baselines-only", action="store_true",
