@@ -164,6 +164,7 @@ def test_unknown_paths_do_not_grow_metrics(live) -> None:
     assert httpx.get(f"{live.url}/metadata", timeout=10).status_code == 200
 
 
+@pytest.mark.slow  # starts a live bentoml serve (and trains the tiny model it serves)
 def test_each_worker_logs_what_it_serves(live, model_tag) -> None:
     lines = [line for line in live.log_text().splitlines() if f"serving {model_tag}: precision" in line]
     assert len(lines) == 1 and "encoder + TF-IDF mean" in lines[0] and "torch threads" in lines[0], lines
