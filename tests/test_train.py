@@ -127,6 +127,12 @@ def test_cross_validation_writes_a_report(tmp_path) -> None:
     assert "real + authored" in report and "real only" in report and "±" in report
     metrics = json.loads((tmp_path / "cv-cv2" / "metrics.json").read_text())
     assert len(metrics["folds"]["real only"]) == 2
+    # The yardstick holds out whole pages and says so; the rule x fusion table and its probabilities are kept.
+    assert metrics["split_by"] == "page" and "grouped by page" in report and "each of the 5 pages sits whole" in report
+    assert set(metrics["decision"]) == {"encoder alone", "encoder + tfidf mean"}
+    assert "| encoder + tfidf mean |" in report and "real out-of-fold thresholds" in report
+    kept = np.load(tmp_path / "cv-cv2" / "probabilities.npz")
+    assert {"fold0_encoder_test", "fold1_tfidf_val", "fold1_y_test"} <= set(kept.files)
     # The late-fusion row is reported beside the baselines but never counted as one.
     from training.train import FUSION
 
@@ -389,3 +395,13 @@ def test_cv_folds_share_one_frozen_layer_pass_over_each_unit(tmp_path, monkeypat
     # Seed units only: the one arm is "real only".
     assert [f["model"]["macro_f1"] for f in own["folds"]["real only"]] == \
         [f["model"]["macro_f1"] for f in shared["folds"]["real only"]]
+
+
+def test_artifact_and_report_say_which_page_was_held_out_and_how_thresholds_were_set(tiny_artifact) -> None:
+    meta = json.loads((tiny_artifact / "artifact.json").read_text())
+    assert meta["threshold_rule"] == "global" and "1 whole page (" in meta["test_split"]
+    thresholds = json.loads((tiny_artifact / "thresholds.json").read_text())
+    assert len(set(thresholds.values())) == 1  # one shared threshold
+    report = (tiny_artifact / "report.md").read_text()
+    assert meta["test_split"] in report and "train.threshold_rule: global" in report
+    assert "95% interval" in report
