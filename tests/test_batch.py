@@ -320,3 +320,13 @@ def test_damaged_units_are_flagged_in_both_formats_and_counted(tiny_artifact, tm
         pages = {p["doc_id"]: p["damaged_units"] for p in read_jsonl(out.with_name("units.pages.jsonl"))}
         assert pages == {"crawl/clean.txt": 0, "crawl/mojibake.txt": 2}
         assert "of which 2 look mis-decoded (in 1 document: fetch again)" in err
+
+
+def test_an_artifact_folder_without_its_weights_is_one_clear_error(tiny_artifact, tmp_path, capsys) -> None:
+    import shutil
+
+    copy = tmp_path / "no-weights"
+    shutil.copytree(tiny_artifact, copy)
+    (copy / "model.safetensors").unlink()
+    code, err = score(capsys, "seeds", "-o", str(tmp_path / "out.jsonl"), "--model", str(copy))
+    assert code == 2 and "no model weights (model.safetensors)" in err and "Traceback" not in err

@@ -83,8 +83,9 @@ class ArtifactError(ValueError):
     """A folder that is not a usable training artifact; the message says what to do."""
 
 
-def read_artifact_meta(path: Path) -> dict:
-    """artifact.json of a training artifact, checked against this code's preprocessing version."""
+def read_artifact_meta(path: Path, need_weights: bool = True) -> dict:
+    """artifact.json of a training artifact, checked against this code's preprocessing version (and, unless
+    `need_weights` is False, for the model weights a Classifier will load)."""
     if not path.is_dir():
         raise ArtifactError(f"{path} is not a folder; pass the output folder of python -m training.train")
     meta_path = path / ARTIFACT_FILE
@@ -92,6 +93,10 @@ def read_artifact_meta(path: Path) -> dict:
         raise ArtifactError(f"{path} has no {ARTIFACT_FILE}: it is not a training artifact "
                             "(train one with python -m training.train)")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    # transformers would fail later with a traceback; a folder copied without its weights is the usual cause.
+    if need_weights and not any(path.glob("model*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
+        raise ArtifactError(f"{path} has {ARTIFACT_FILE} but no model weights (model.safetensors): copy the whole "
+                            "artifact folder, or train again with python -m training.train")
     if meta.get("preprocessing_version") != PREPROCESSING_VERSION:
         raise ArtifactError(
             f"{path} was trained with preprocessing version {meta.get('preprocessing_version')!r} but this code "

@@ -302,7 +302,7 @@ def model_thresholds(model: str) -> tuple[dict[str, float], str]:
     path = Path(model)
     if path.is_dir():
         try:
-            meta = read_artifact_meta(path)
+            meta = read_artifact_meta(path, need_weights=False)  # thresholds only
         except ArtifactError as exc:
             raise ReviewError(f"--model: {exc}") from None
         return dict(zip(meta["directions"], meta["thresholds"])), str(path)
