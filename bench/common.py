@@ -29,13 +29,13 @@ TRAIN_HINT = "train it with python -m training.train --config configs/offline-e5
 
 @dataclass(frozen=True)
 class CorpusUnit:
-    text: str  # cleaned with training.text.clean, as the model sees it
+    text: str  # cleaned with runtime.text.clean, as the model sees it
     labels: tuple[str, ...]
 
 
 def load_corpus() -> list[CorpusUnit]:
     """Every labelled unit (seed + authored), cleaned; empty ones dropped."""
-    from training.text import clean
+    from runtime.text import clean
 
     units = []
     for pattern in CORPUS_FILES:
@@ -175,12 +175,12 @@ def model_shape(config) -> dict:
 def padded_shapes(lengths: Sequence[int], batch_size: int, length_sorted: bool) -> list[tuple[int, int]]:
     """(batch, padded sequence length) of every forward pass, replicating a batching policy.
 
-    length_sorted=True is Classifier's policy (`training.predict.plan_batches`: length-sorted
+    length_sorted=True is Classifier's policy (`runtime.batching.plan_batches`: length-sorted
     batches of at most batch_size, each padded to its longest); False is the pipeline's
     (chunks in input order, same padding).
     """
     if length_sorted:
-        from training.predict import plan_batches
+        from runtime.batching import plan_batches
 
         return [(len(idx), max(lengths[i] for i in idx)) for idx in plan_batches(lengths, batch_size)]
     return [(len(lengths[start:start + batch_size]), max(lengths[start:start + batch_size]))
@@ -277,7 +277,7 @@ def busy_warning(busy: float | None, cores: int) -> str | None:
 
 
 def machine_info() -> dict:
-    from training.runtime import cpu_quota
+    from runtime.threads import cpu_quota
 
     flags = cpu_flags()
     busy = cpu_busy_cores()

@@ -115,7 +115,7 @@ def pipeline_variant(key: str, clf, batch_size: int | None, label: str) -> Varia
 
 def twin_of(clf):
     """Another Classifier on the same weights, tokenizer, thresholds and prefix, to set its own precision."""
-    from training.predict import Classifier
+    from runtime.classifier import Classifier
 
     twin = Classifier(clf.model, clf.tokenizer, clf.directions, clf.thresholds, clf.other, clf.max_length,
                       batch_size=clf.batch_size, meta=clf.meta, text_prefix=clf.text_prefix)
@@ -138,7 +138,7 @@ def classifier_variant(key: str, clf, precision: str, label: str) -> Variant:
 def ort_variant(key: str, clf, workdir: Path, precision: str, label: str) -> Variant:
     """ONNX Runtime through our Classifier (precision onnx or onnx-int8: the same tokenisation and
     length-sorted batches as c, the exported graph in place of the torch module)."""
-    from training import onnx_runtime
+    from runtime import onnx_runtime
 
     if not onnx_runtime.available():
         return Variant(key, label, "fp32", skipped=f"ONNX Runtime not installed: {onnx_runtime.INSTALL_HINT}")
@@ -200,7 +200,7 @@ def time_variants(variants: list[Variant], units: list[str], repeats: int, warmu
 
 def agreement(probs: np.ndarray, reference: np.ndarray, clf) -> tuple[float, float]:
     """Share of units with the same label set as fp32 (artifact thresholds), largest |Δ probability|."""
-    from training.predict import decide, label_matrix
+    from runtime.decide import decide, label_matrix
 
     def labels(p: np.ndarray) -> np.ndarray:
         return label_matrix(decide(p, clf.directions, clf.thresholds, clf.other), clf.directions)
@@ -225,7 +225,7 @@ def speedups(results: dict[str, dict]) -> dict:
 
 
 def benchmark_model(name: str, artifact: Path, units: list[str], args, peaks: dict[str, float]) -> dict:
-    from training.predict import Classifier
+    from runtime.classifier import Classifier
 
     clf = Classifier.from_artifact(artifact, batch_size=args.batch_size, precision="fp32")
     encoded, truncated = clf.encode(units)
@@ -312,7 +312,7 @@ def forward_cost(clf, repeats: int, seed: int) -> dict:
 def padding_of_small_batches(lengths: list[int], rows: int, draws: int, seed: int) -> dict:
     """Padded tokens / real tokens when `rows` random units (one adaptive batch of the service at
     concurrency `rows`) are scored in one padded pass versus as `plan_batches` splits them."""
-    from training.predict import plan_batches
+    from runtime.batching import plan_batches
 
     rng = np.random.default_rng(seed)
     lengths_arr = np.asarray(lengths)
@@ -387,13 +387,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     require_artifact(args.artifact)  # fail before any slow setup
-    from training.runtime import configure_threads
+    from runtime.threads import configure_threads
 
     args.threads = configure_threads(args.threads)
     quiet_transformers()
     units = benchmark_units(args.units, args.seed)
     report = header("inference", {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
-    from training.runtime import cpu_has_native_bf16
+    from runtime.threads import cpu_has_native_bf16
 
     # Without AVX-512 BF16 or AMX a bf16 matmul is emulated and takes minutes at this size; the
     # variants that would be compared with it (bf16, int8) are then compared with the fp32 peak.

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from serving.batch import run
-    from training.runtime import cpu_quota
+    from runtime.threads import cpu_quota
 
     cores = cpu_quota()
     payload = header("ray_scoring", {"model": str(args.model), "units": args.units, "repeats": args.repeats,

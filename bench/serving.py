@@ -36,6 +36,7 @@ from typing import Iterator
 
 import numpy as np
 
+from runtime.precision import CHOICES
 from bench.common import (
     DEFAULT_ARTIFACT,
     RESULTS_DIR,
@@ -257,8 +258,8 @@ def benchmark_server(args, bento_home: Path, tag: str, batching: bool, units: li
 def offline_reference(artifact: Path, units: list[str], precision: str, batch_size: int, repeats: int,
                       threads: int | None) -> dict:
     """The batch scorer's throughput and one unit's own time, in this process, same precision."""
-    from training.predict import Classifier
-    from training.runtime import configure_threads
+    from runtime.classifier import Classifier
+    from runtime.threads import configure_threads
 
     threads = configure_threads(threads)  # as many threads as the server's worker gets
     clf = Classifier.from_artifact(artifact, batch_size=batch_size, precision=precision)
@@ -344,7 +345,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--model", choices=["trained", "base"], default="trained",
                         help="trained: the --artifact; base: BERT-base-sized random weights (default trained)")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "int8", "auto"], default="fp32",
+    parser.add_argument("--precision", choices=CHOICES, default="fp32",
                         help="FIC_PRECISION for the server and the in-process reference (default fp32)")
     parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT,
                         help=f"trained artifact folder (default {DEFAULT_ARTIFACT})")

@@ -53,7 +53,7 @@ SHAPES: dict[str, BertShape] = {"small": SMALL, "base": BASE}
 MODELS = ("e5", "e5-unfrozen", "small", "base")
 DEFAULT_STEPS = {"small": 60, "base": 20, "e5": 20, "e5-unfrozen": 20}  # similar wall time per model
 E5_CONFIG = ROOT / "configs" / "offline-e5-small.yaml"
-PRECISIONS = ("fp32", "bf16")
+TRAINING_PRECISIONS = ("fp32", "bf16")  # the candidates train.precision=auto times
 # freeze-N: model.freeze_layers=N (freeze-0: the whole encoder trained); dropout-P: model.dropout=P
 # no-cache: train.cache_frozen_layers=false (the frozen layers run in every step)
 NAMED_TRICKS = ("compile", "fused-adamw", "no-dropout", "no-cache")
@@ -168,7 +168,7 @@ def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str]
 
     from training.config import load_config
     from training.model import build_model
-    from training.taxonomy import load_taxonomy
+    from runtime.taxonomy import load_taxonomy
     from training.train import frozen_layers_cache, make_optimizer
 
     parts = (trick or "").split("+")
@@ -199,7 +199,7 @@ def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str]
 
 
 def benchmark_model(name: str, args, corpus, directions: list[str]) -> dict:
-    from training.runtime import cpu_has_native_bf16
+    from runtime.threads import cpu_has_native_bf16
 
     steps = args.steps or DEFAULT_STEPS[name]
     trainers: dict[str, StepRunner] = {}
@@ -245,7 +245,7 @@ def benchmark_model(name: str, args, corpus, directions: list[str]) -> dict:
     fp32, bf16 = results.get("fp32"), results.get("bf16")
     first = next(iter(trainers.values())).model
     profiles = {precision: profile_steps(trainer, args.profile) for precision, trainer in trainers.items()
-                if precision in PRECISIONS} if args.profile else {}
+                if precision in TRAINING_PRECISIONS} if args.profile else {}
     return {
         "profile": profiles,
         "shape": model_shape(first.config),
@@ -294,8 +294,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", type=lambda v: parse_choices(v, list(MODELS)), default=["e5", "e5-unfrozen"],
                         help="e5, e5-unfrozen (the default recipe; the same with nothing frozen), small "
                              "(4 layers, hidden 256), base (12 layers, hidden 768); default e5,e5-unfrozen")
-    parser.add_argument("--precisions", type=lambda v: parse_choices(v, list(PRECISIONS)),
-                        default=list(PRECISIONS), help="default fp32,bf16")
+    parser.add_argument("--precisions", type=lambda v: parse_choices(v, list(TRAINING_PRECISIONS)),
+                        default=list(TRAINING_PRECISIONS), help="default fp32,bf16")
     parser.add_argument("--tricks", type=lambda v: parse_tricks(v) if v else [], default=[],
                         help="e5 only: also time fp32 with each of these changes to the default recipe, e.g. "
                              "compile,fused-adamw,no-dropout,no-cache,freeze-4,dropout-0.1 (torch.compile of the "
@@ -321,8 +321,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from training.runtime import configure_threads
-    from training.taxonomy import load_taxonomy
+    from runtime.threads import configure_threads
+    from runtime.taxonomy import load_taxonomy
 
     args.threads = configure_threads(args.threads)
     quiet_transformers()

@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from runtime.precision import CHOICES, ONNX_PRECISIONS
 from serving.local_engine import DEFAULT_MAX_UNITS_PER_DOC, Terminated
 from serving.output import RECORD_VERSION, ResumeMismatch, Tally, errors_path, open_writer, pages_path, start
 from serving.sources import JSONL_SUFFIXES
@@ -46,7 +47,8 @@ class BatchError(Exception):
 
 def resolve_model(model: str) -> tuple[Path, str]:
     """An artifact folder or a BentoML tag -> (folder holding the artifact, display name)."""
-    from training.predict import ArtifactError, read_artifact_meta
+    from runtime.artifact import read_artifact_meta
+    from runtime.errors import ArtifactError
 
     path = Path(model)
     if path.is_dir():
@@ -69,7 +71,7 @@ def resolve_model(model: str) -> tuple[Path, str]:
 
 def model_id(path: Path) -> str:
     """Identity of a trained model: its artifact.json (run name, creation time, metrics) hashed."""
-    from training.predict import ARTIFACT_FILE
+    from runtime.artifact import ARTIFACT_FILE
 
     return hashlib.sha256((path / ARTIFACT_FILE).read_bytes()).hexdigest()[:16]
 
@@ -85,34 +87,31 @@ NO_RECORD_HINT = ("no precision is recorded with %s, so scoring in fp32 (exact).
 
 def resolve_precision(path: Path, requested: str | None, batch_size: int) -> str:
     """The concrete precision every Ray actor will use: explicit, recorded, or decided once here
-    (the same rule as Classifier.from_artifact for the in-process engine)."""
-    from training.predict import Classifier, recorded_precision
+    (runtime.precision.resolve, as Classifier.from_artifact applies it for the in-process engine)."""
+    from runtime.classifier import Classifier
+    from runtime.precision import AUTO, resolve
 
-    if requested not in (None, "auto"):
-        return requested
-    record = recorded_precision(path)
-    if record:
-        return record["precision"]
-    if requested is None:
-        return "fp32"
-    return Classifier.from_artifact(path, batch_size=batch_size, precision="auto").precision
+    chosen, _ = resolve(path, requested)
+    if chosen != AUTO:
+        return chosen
+    return Classifier.from_artifact(path, batch_size=batch_size, precision=AUTO).precision
 
 
 def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_units: int = 2048,
         progress: bool = False, precision: str | None = None, engine: str = "local",
         max_units: int = DEFAULT_MAX_UNITS_PER_DOC, follow_symlinks: bool = False, address: str | None = None,
         actors: int = 1) -> Tally:
-    from training.runtime import configure_threads
-    from training.text import PREPROCESSING_VERSION
+    from runtime.threads import configure_threads
+    from runtime.text import PREPROCESSING_VERSION
 
     path, name = resolve_model(model)
     if precision is None:
-        from training.predict import recorded_precision
+        from runtime.precision import recorded_precision
 
         if recorded_precision(path) is None:  # both engines then score in fp32
             log.info(NO_RECORD_HINT, name)
-    if precision in ("onnx", "onnx-int8"):
-        from training import onnx_runtime
+    if precision in ONNX_PRECISIONS:
+        from runtime import onnx_runtime
 
         if not onnx_runtime.available():  # checked here, not inside a Ray actor or after the model loaded
             raise BatchError(f"--precision {precision} needs ONNX Runtime: {onnx_runtime.INSTALL_HINT}")
@@ -125,7 +124,7 @@ def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_un
         chosen = resolve_precision(path, precision, batch_size)
     else:
         from serving import local_engine
-        from training.predict import Classifier
+        from runtime.classifier import Classifier
 
         threads = configure_threads()
         try:
@@ -150,7 +149,7 @@ def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_un
             from serving.sources import iter_documents
 
             log.info("model %s at %s (%s), %d threads; %d documents already in %s", name, chosen,
-                     getattr(classifier, "precision_source", "argument"), threads, len(done), out)
+                     classifier.precision_source, threads, len(done), out)
             local_engine.run(classifier, iter_documents(inputs, follow_symlinks, done), tally, chunk_units,
                              max_units, progress)
     except (KeyboardInterrupt, Terminated):
@@ -190,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="units per model call (default 64)")
     parser.add_argument("--chunk-units", type=int, default=2048,
                         help="local engine: about how many units to length-sort and score together (default 2048)")
-    parser.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8"],
+    parser.add_argument("--precision", default=None, choices=CHOICES,
                         help="default: the precision recorded with the model (by python -m serving.package), else "
                              "fp32 (exact); auto: the recorded one, else time every variant now (minutes; ONNX graphs "
                              "are written into the artifact folder) and record the choice; onnx and onnx-int8 run "

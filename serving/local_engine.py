@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 
 from serving.output import Tally
 from serving.sources import Document, Item, Outcome
-from training.text import Unit, split_units
+from runtime.text import Unit, split_units
 
 # Units scored from one document; a longer document keeps its first units and says so.
 DEFAULT_MAX_UNITS_PER_DOC = 10_000
@@ -65,7 +65,7 @@ def split_document(doc: Document, max_units: int) -> tuple[list[Unit], list[str]
 
 def score_split(classifier, split: Sequence[tuple[list[Unit], list[str], dict | None]]) -> list[tuple[list[dict], dict]]:
     """Score every unit of several documents in one length-sorted pass; records and summary per document."""
-    from serving.scoring import summarize, unit_records
+    from runtime.summary import summarize, unit_records
 
     flat = [unit.text for units, _, _ in split for unit in units]
     predictions = classifier.predict(flat, already_clean=True)

@@ -27,27 +27,23 @@ import shutil
 import sys
 from pathlib import Path
 
-from training import onnx_runtime
-from training.fingerprint import derived_files, weights_fingerprint
-from training.onnx_runtime import ONNX_FILES
-from training.predict import (CALIBRATION_FILE, PRECISION_FILE, PRECISIONS, ArtifactError, Classifier,
-                              read_artifact_meta, record_precision, recorded_precision)
+from runtime import onnx_runtime
+from runtime.artifact import calibration_units, read_artifact_meta
+from runtime.classifier import Classifier
+from runtime.errors import ArtifactError
+from runtime.fingerprint import derived_files, weights_fingerprint
+from runtime.onnx_runtime import ONNX_FILES
+from runtime.precision import AUTO, CHOICES, PRECISION_FILE, measure, record_precision, recorded_precision
 
 DEFAULT_NAME = "future-industry-classifier"
 
 
-def decide_precision(source: Path, precision: str = "auto") -> dict:
-    """The precision record for a model: the requested one, the one already recorded, or one decided now."""
-    if precision != "auto":
+def decide_precision(source: Path, precision: str = AUTO) -> dict:
+    """The precision record for a model: the requested one, the one already recorded, or one measured now."""
+    if precision != AUTO:
         return {"precision": precision, "decided_by": "python -m serving.package --precision"}
-    record = recorded_precision(source)
-    if record:
-        return record
-    classifier = Classifier.from_artifact(source, precision="fp32")
-    calibration_path = source / CALIBRATION_FILE
-    calibration = calibration_path.read_text(encoding="utf-8").splitlines() if calibration_path.is_file() else None
-    classifier.set_precision("auto", calibration)
-    return classifier.precision_report
+    return recorded_precision(source) or measure(Classifier.from_artifact(source, precision="fp32"),
+                                                 calibration_units(source))
 
 
 def package(artifact_dir: str | Path, name: str = DEFAULT_NAME, precision: str = "auto") -> str:
@@ -109,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("artifact_dir", help="output folder of python -m training.train, e.g. artifacts/offline-small")
     parser.add_argument("--name", default=DEFAULT_NAME, help=f"model name in the store (default {DEFAULT_NAME})")
-    parser.add_argument("--precision", default="auto", choices=[p for p in PRECISIONS],
+    parser.add_argument("--precision", default=AUTO, choices=CHOICES,
                         help="scoring precision recorded with the model: auto (default) keeps the artifact's recorded "
                              "choice or decides it now by timing; fp32 is exact")
     args = parser.parse_args(argv)

@@ -31,7 +31,7 @@ from pathlib import Path
 from serving.local_engine import score_split, split_document
 from serving.output import Tally
 from serving.sources import Document, FileTask, Outcome, is_uri, read, walk
-from training.text import Unit
+from runtime.text import Unit
 
 # Documents per actor call; their units are length-sorted and scored together.
 DOCS_PER_BATCH = 32
@@ -71,8 +71,8 @@ class Scorer:
 
     def __init__(self, model_path: str, precision: str, batch_size: int, threads: int):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from training.predict import Classifier
-        from training.runtime import configure_threads
+        from runtime.classifier import Classifier
+        from runtime.threads import configure_threads
 
         configure_threads(threads)
         self.classifier = Classifier.from_artifact(model_path, batch_size=batch_size, precision=precision)

@@ -142,7 +142,7 @@ def page_date(record: dict, units: list[dict]) -> tuple[str | None, str]:
 
 def _taxonomy():
     """labels/taxonomy.yaml from the working directory, else beside this package; None when neither loads."""
-    from training.taxonomy import load_taxonomy
+    from runtime.taxonomy import load_taxonomy
 
     for path in (Path("labels/taxonomy.yaml"), Path(__file__).resolve().parent.parent / "labels" / "taxonomy.yaml"):
         try:
@@ -241,7 +241,7 @@ def _run_info(units_path: Path) -> dict:
 
 def dominant(page: Page, directions: list[str], other: str) -> list[str]:
     """The page's dominant directions, by the same rule as the scorer's page summary."""
-    from serving.scoring import DOMINANT_SHARE, MAX_DOMINANT
+    from runtime.summary import DOMINANT_SHARE, MAX_DOMINANT
 
     counts = Counter(label for u in page.units for label in u["labels"] if label != other)
     on_topic = sum(1 for u in page.units if u["labels"] != [other])

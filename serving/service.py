@@ -71,8 +71,8 @@ from starlette.routing import Route
 from serving.guards import (EdgeGuard, ModelQueue, RequestLimits, quiet_client_errors,
                             refuse_new_connections_on_sigterm, use_read_deadline)
 from serving.settings import choice, switch, whole_number
-from training.predict import PRECISIONS
-from training.text import PREPROCESSING_VERSION
+from runtime.precision import AUTO, CHOICES
+from runtime.text import PREPROCESSING_VERSION
 
 MODEL_TAG = os.environ.get("FIC_MODEL", "").strip() or "future-industry-classifier:latest"
 MAX_BATCH_SIZE = whole_number("FIC_MAX_BATCH_SIZE", 64)
@@ -92,7 +92,7 @@ MAX_BODY_BYTES = whole_number("FIC_MAX_BODY_BYTES", 8 * 1024 * 1024)
 # 8 MiB in 30 s is about 2.2 Mbit/s: slower links should send fewer texts per request.
 READ_TIMEOUT_S = whole_number("FIC_READ_TIMEOUT_S", 30)
 THREADS = whole_number("FIC_THREADS", None)
-PRECISION = choice("FIC_PRECISION", "auto", PRECISIONS)
+PRECISION = choice("FIC_PRECISION", AUTO, CHOICES)
 WORKERS = whole_number("FIC_WORKERS", 1)
 
 TIMEOUT_S = 120  # BentoML's per-request timeout (504)
@@ -117,7 +117,7 @@ def kept_character_pattern() -> str:
     document and the service agree, a text made only of such characters (emoji, CJK
     extension B) is refused too — the model has nothing to read in it.
     """
-    from training.text import _INVISIBLE
+    from runtime.text import _INVISIBLE
 
     def kept(cp: int) -> bool:
         ch = chr(cp)
@@ -268,8 +268,8 @@ class FutureIndustryClassifier:
     model_ref = LocalModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        from training.predict import Classifier
-        from training.runtime import configure_threads
+        from runtime.classifier import Classifier
+        from runtime.threads import configure_threads
 
         self.threads = configure_threads(THREADS)
         stored = self.model_ref  # BentoML resolves the reference to the stored model on access
@@ -356,8 +356,8 @@ class FutureIndustryClassifier:
         ctx: bentoml.Context = None,  # BentoML passes the request context; not part of the schema
     ) -> PageResult:  # or an error JSONResponse, which BentoML sends as it is
         """Split a raw page into units, classify each and summarise the page."""
-        from serving.scoring import summarize, unit_records
-        from training.text import split_units
+        from runtime.summary import summarize, unit_records
+        from runtime.text import split_units
 
         def refuse(status: int, message: str) -> JSONResponse:
             if ctx is not None:  # given ctx, BentoML sends ctx.response's status, not the returned response's

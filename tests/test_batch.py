@@ -83,7 +83,7 @@ def test_every_path_ends_scored_skipped_or_failed(tiny_artifact, tmp_path, capsy
 
 
 def test_work_per_document_is_bounded(tiny_artifact, tmp_path, capsys) -> None:
-    from training.predict import MAX_CHARS_PER_TOKEN, Classifier
+    from runtime.classifier import MAX_CHARS_PER_TOKEN, Classifier
 
     crawl = tmp_path / "crawl"
     crawl.mkdir()
@@ -142,7 +142,8 @@ def test_documents_are_streamed(tmp_path) -> None:
 def test_precision_is_the_recorded_one_else_fp32_and_auto_decides_once(tiny_artifact, tmp_path, capsys, caplog) -> None:
     import logging
 
-    from training.predict import PRECISION_FILE, Classifier
+    from runtime.classifier import Classifier
+    from runtime.precision import PRECISION_FILE
 
     caplog.set_level(logging.INFO)
     model = tmp_path / "model"
@@ -184,7 +185,8 @@ def test_ray_engine_resolves_precision_by_the_same_rule(tiny_artifact, tmp_path)
     # The Ray engine fixes one precision on the driver for all actors; it must match what the
     # in-process Classifier.from_artifact picks: the record, else fp32 unless auto was asked for.
     from serving.batch import resolve_precision
-    from training.predict import PRECISION_FILE, Classifier, record_precision
+    from runtime.classifier import Classifier
+    from runtime.precision import PRECISION_FILE, record_precision
 
     model = tmp_path / "model"
     shutil.copytree(tiny_artifact, model, ignore=shutil.ignore_patterns(PRECISION_FILE, "*.onnx", "checkpoints"))

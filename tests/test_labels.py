@@ -10,8 +10,8 @@ import pytest
 import numpy as np
 
 from training.data import is_hk_tw, load_examples, read_label_file, register_stats, seed_unit_records
-from training.taxonomy import load_taxonomy
-from training.text import clean
+from runtime.taxonomy import load_taxonomy
+from runtime.text import clean
 
 SEED_FILE = Path("labels/seed_units.jsonl")
 AUTHORED = sorted(Path("labels/authored").glob("*.jsonl"))

@@ -20,7 +20,7 @@ TEXTS = ["推动人形机器人产业发展。", "发展氢能和新型储能，
 
 @pytest.fixture()
 def model(tiny_artifact, tmp_path) -> Path:
-    from training.predict import PRECISION_FILE
+    from runtime.precision import PRECISION_FILE
 
     copy = tmp_path / "model"
     shutil.copytree(tiny_artifact, copy, ignore=shutil.ignore_patterns(PRECISION_FILE, "*.onnx", "checkpoints"))
@@ -28,7 +28,7 @@ def model(tiny_artifact, tmp_path) -> Path:
 
 
 def test_onnx_precisions_score_like_torch_and_keep_their_graph(model) -> None:
-    from training.predict import Classifier
+    from runtime.classifier import Classifier
 
     reference = Classifier.from_artifact(model, precision="fp32")
     before = reference.probabilities(TEXTS)

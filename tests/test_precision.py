@@ -36,7 +36,7 @@ def tiny_encoder(tmp_path, *overrides: str):
 
     from training.data import load_examples, to_dataset
     from training.model import build_model
-    from training.taxonomy import load_taxonomy
+    from runtime.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy()
     examples = load_examples(["labels/seed_units.jsonl"], taxonomy)[:48]
@@ -158,23 +158,26 @@ def test_auto_choice_reaches_the_artifact_and_the_report(tmp_path, monkeypatch) 
 
 
 def test_inference_auto_times_bf16_where_the_cpu_offers_it(tmp_path, monkeypatch) -> None:
-    from training import runtime
-    from training.predict import Classifier
+    from runtime import precision, threads
+    from runtime.classifier import Classifier
 
     _, model, tokenizer, dataset = tiny_encoder(tmp_path)
-    monkeypatch.setattr(runtime, "cpu_offers_bf16", lambda: True)
+    monkeypatch.setattr(threads, "cpu_offers_bf16", lambda: True)
     clf = Classifier(model, tokenizer, ["a", "b", "c", "d", "e", "f"], [0.5] * 6, "other", 32)
     assert "bf16" in clf.available_precisions() and "fp16" not in clf.available_precisions()
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in dataset["input_ids"][:24]]
     reference = clf.probabilities(texts)
     seconds = {"fp32": 1.0, "bf16": 2.0}
 
-    def fake(self, option, encoded):  # fp32's probabilities for every option: agreement 1, speed decides
+    def fake(classifier, option, encoded):  # fp32's probabilities for every option: agreement 1, speed decides
+        classifier.set_precision(option)
         return seconds.get(option, 5.0), reference.copy()
 
-    monkeypatch.setattr(Classifier, "_time_scoring", fake)
-    assert clf.set_precision("auto", texts) == "fp32"
-    assert "bf16" in clf.precision_report["options"]  # measured, then not taken: slower
+    monkeypatch.setattr(precision, "time_scoring", fake)
+    report = precision.measure(clf, texts)
+    assert report["precision"] == "fp32"
+    assert "bf16" in report["options"]  # measured, then not taken: slower
     seconds["bf16"] = 0.5
-    assert clf.set_precision("auto", texts) == "bf16"
+    assert precision.measure(clf, texts)["precision"] == "bf16"
+    clf.set_precision("bf16")
     np.testing.assert_allclose(clf.probabilities(texts), reference, atol=0.05)

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from training.predict import plan_batches
+from runtime.batching import plan_batches
 
 
 def cost(lengths, plan, overhead: float, attention: float = 0.0) -> float:

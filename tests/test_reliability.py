@@ -333,7 +333,7 @@ def test_client_against_the_service(live) -> None:
 
 def test_documented_text_pattern_agrees_with_cleaning() -> None:
     from serving.service import kept_character_pattern
-    from training.text import clean
+    from runtime.text import clean
 
     pattern = re.compile(kept_character_pattern())
     disagree = [hex(cp) for cp in range(0x10000) if not 0xD800 <= cp <= 0xDFFF
@@ -349,10 +349,10 @@ def test_a_one_character_text_is_accepted_and_cleaned_once(tiny_artifact, monkey
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    import training.predict
+    import runtime.classifier
     from serving.service import FutureIndustryClassifier
-    from training.predict import Classifier
-    from training.text import clean
+    from runtime.classifier import Classifier
+    from runtime.text import clean
 
     sent = ["䫟", "薴", "發展人形機器人產業"]
     # What the HTTP layer does with the body: BentoML's input model of /classify, validators and all.
@@ -366,7 +366,7 @@ def test_a_one_character_text_is_accepted_and_cleaned_once(tiny_artifact, monkey
         cleaned.append(text)
         return clean(text)
 
-    monkeypatch.setattr(training.predict, "clean", counting_clean)
+    monkeypatch.setattr(runtime.classifier, "clean", counting_clean)
     service = FutureIndustryClassifier.inner.__new__(FutureIndustryClassifier.inner)  # no model store needed
     service.classifier = Classifier.from_artifact(tiny_artifact, precision="fp32")
     service.model_thread = ThreadPoolExecutor(max_workers=1)

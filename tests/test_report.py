@@ -152,8 +152,8 @@ def test_report_counts_damaged_units_per_page(tmp_path) -> None:
 def test_dominant_directions_are_capped_and_ranked() -> None:
     # A policy page whose units each name several directions: every direction passes the 25% share.
     from serving.report import Page, dominant
-    from serving.scoring import MAX_DOMINANT, summarize
-    from training.predict import Prediction
+    from runtime.summary import MAX_DOMINANT, summarize
+    from runtime.decide import Prediction
 
     directions = ["a", "b", "c", "d", "e", "f"]
     rows = [["a", "b", "c", "d", "e", "f"], ["a", "b", "c", "d", "e"], ["a", "b", "c", "d"], ["f", "e", "d"]]

@@ -21,7 +21,7 @@ TEXTS = ["推动人形机器人产业发展。", "发展氢能和新型储能，
 
 
 def copy_without_derived(source: Path, target: Path) -> Path:
-    from training.fingerprint import derived_files
+    from runtime.fingerprint import derived_files
 
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(*derived_files(), "checkpoints"))
     return target
@@ -31,7 +31,7 @@ def test_graph_fingerprint_reads_what_onnx_writes(tmp_path) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    from training.onnx_runtime import FINGERPRINT_KEY, graph_fingerprint
+    from runtime.onnx_runtime import FINGERPRINT_KEY, graph_fingerprint
 
     weights = helper.make_tensor("w", TensorProto.FLOAT, [64, 64], np.ones(64 * 64, dtype=np.float32))
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
@@ -60,10 +60,11 @@ def test_weights_replaced_in_the_folder_are_scored_not_the_old_graph(tiny_artifa
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    import training.modeling  # noqa: F401  registers the pooled classifier with the Auto classes
-    from training.fingerprint import weights_fingerprint
-    from training.onnx_runtime import graph_fingerprint
-    from training.predict import Classifier, record_precision, recorded_precision
+    import runtime.modeling  # noqa: F401  registers the pooled classifier with the Auto classes
+    from runtime.fingerprint import weights_fingerprint
+    from runtime.onnx_runtime import graph_fingerprint
+    from runtime.classifier import Classifier
+    from runtime.precision import record_precision, recorded_precision
 
     model = copy_without_derived(tiny_artifact, tmp_path / "model")
     old = Classifier.from_artifact(model, precision="onnx")
@@ -94,9 +95,10 @@ def test_weights_replaced_in_the_folder_are_scored_not_the_old_graph(tiny_artifa
 
 @pytest.mark.slow
 def test_a_retrain_into_a_folder_with_derived_graphs_serves_the_new_weights(tiny_artifact, tmp_path) -> None:
-    from training.fingerprint import weights_fingerprint
-    from training.onnx_runtime import graph_fingerprint
-    from training.predict import Classifier, record_precision
+    from runtime.fingerprint import weights_fingerprint
+    from runtime.onnx_runtime import graph_fingerprint
+    from runtime.classifier import Classifier
+    from runtime.precision import record_precision
 
     art = copy_without_derived(tiny_artifact, tmp_path / "art")
     Classifier.from_artifact(art, precision="onnx-int8")  # exports model.onnx and model-int8.onnx into art

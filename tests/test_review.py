@@ -18,8 +18,8 @@ from training.review import (
     order_rare_first,
     shingles,
 )
-from training.taxonomy import load_taxonomy
-from training.text import clean
+from runtime.taxonomy import load_taxonomy
+from runtime.text import clean
 from tests.test_report import score_seed_crawl
 
 TAXONOMY = load_taxonomy()

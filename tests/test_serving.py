@@ -76,7 +76,7 @@ def test_classify_page_gives_units_spans_and_summary(server) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["url"] == "http://example.com/a"
-    from training.text import split_units
+    from runtime.text import split_units
 
     units = split_units(page)
     assert [(u["index"], u["start"], u["end"], u["text"]) for u in body["units"]] == \

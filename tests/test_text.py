@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from training.text import PREPROCESSING_VERSION, clean, split_units
+from runtime.text import PREPROCESSING_VERSION, clean, split_units
 
 SEEDS = Path("seeds")
 
@@ -127,7 +127,7 @@ def _authored(name: str) -> list[dict]:
 def test_codec_damage_is_flagged() -> None:
     # Units made by real mis-decoding (UTF-8 read as GBK, cp1252 or Latin-1, GBK read as UTF-8 or Big5,
     # Big5 read as GBK, 锟斤拷, a lost lead byte), wholly or partly damaged: all 70 are flagged today.
-    from training.text import looks_damaged
+    from runtime.text import looks_damaged
 
     units = _authored("mojibake_round3.jsonl")
     flagged = [looks_damaged(clean(u["text"])) for u in units]
@@ -140,7 +140,7 @@ def test_clean_units_are_not_flagged() -> None:
     # noise_round2.jsonl wrote as mojibake on purpose (their notes say so).
     import json
 
-    from training.text import looks_damaged
+    from runtime.text import looks_damaged
 
     seed = [json.loads(line) for line in Path("labels/seed_units.jsonl").read_text(encoding="utf-8").splitlines()]
     assert not [u["text"] for u in seed if looks_damaged(clean(u["text"]))]
@@ -165,7 +165,7 @@ def test_clean_units_are_not_flagged() -> None:
     ("����������", True),
 ])
 def test_looks_damaged_examples(text: str, damaged: bool) -> None:
-    from training.text import looks_damaged
+    from runtime.text import looks_damaged
 
     assert looks_damaged(clean(text)) is damaged
 

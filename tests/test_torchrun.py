@@ -48,7 +48,7 @@ def test_torchrun_two_ranks_train_on_halves_and_rank_0_writes_the_artifact(tmp_p
     # One artifact, written once (by rank 0), complete and loadable.
     assert log.count("artifact written to") == 1
     assert json.loads((out / "artifact.json").read_text())["labels"]
-    from training.predict import Classifier
+    from runtime.classifier import Classifier
 
     assert Classifier.from_artifact(out, precision="fp32").predict(["发展氢能产业。"])[0].labels
     assert not (out / "checkpoints").exists()

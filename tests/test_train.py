@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY, train_tiny
-from training.predict import Classifier
-from training.text import PREPROCESSING_VERSION, split_units
+from runtime.classifier import Classifier
+from runtime.text import PREPROCESSING_VERSION, split_units
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +58,8 @@ def test_reloaded_artifact_predicts_identically(tiny_artifact, tmp_path) -> None
 def test_fused_artifact_averages_encoder_and_tfidf(tiny_artifact, tmp_path) -> None:
     import shutil
 
-    from training.lexical import LexicalModel
-    from training.predict import ArtifactError
+    from runtime.lexical import LexicalModel
+    from runtime.errors import ArtifactError
 
     meta = json.loads((tiny_artifact / "artifact.json").read_text())
     assert meta["tfidf_fusion"] is True and LexicalModel.present(tiny_artifact)
@@ -85,7 +85,7 @@ def test_lexical_model_scores_like_scikit_learn_and_round_trips(tmp_path) -> Non
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
 
-    from training.lexical import LexicalModel
+    from runtime.lexical import LexicalModel
 
     texts = seed_texts()[:120]
     y = np.zeros((len(texts), 3), dtype=np.float32)
@@ -190,7 +190,7 @@ def test_mean_pooling_on_a_non_bert_checkpoint_says_what_to_set(tmp_path) -> Non
     from transformers import BertTokenizer, RobertaConfig, RobertaModel
 
     from training.model import ModelResolutionError, load_pretrained
-    from training.taxonomy import load_taxonomy
+    from runtime.taxonomy import load_taxonomy
 
     BertTokenizer(vocab={"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "氢": 4}).save_pretrained(tmp_path)
     RobertaModel(RobertaConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
@@ -207,7 +207,7 @@ def test_loading_a_pretrained_encoder_prints_no_transformers_warnings(tmp_path, 
     from transformers import BertConfig, BertModel, BertTokenizer
 
     from training.model import load_pretrained
-    from training.taxonomy import load_taxonomy
+    from runtime.taxonomy import load_taxonomy
 
     BertTokenizer(vocab={"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "氢": 4}).save_pretrained(tmp_path)
     BertModel(BertConfig(vocab_size=5, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
@@ -226,7 +226,7 @@ def test_freezing_lower_layers_and_dropout_reach_the_model(tmp_path) -> None:
 
     from training.config import ConfigError, ModelConfig
     from training.model import build_model
-    from training.taxonomy import load_taxonomy
+    from runtime.taxonomy import load_taxonomy
 
     BertTokenizer(vocab={"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "氢": 4}).save_pretrained(tmp_path)
     BertModel(BertConfig(vocab_size=5, hidden_size=8, num_hidden_layers=3, num_attention_heads=2,
@@ -302,7 +302,7 @@ def test_cached_frozen_layers_give_the_full_models_logits_and_gradients(tmp_path
     from training.config import ModelConfig
     from training.frozen_cache import FrozenLayersCache, cache_unavailable_reason
     from training.model import build_model
-    from training.taxonomy import load_taxonomy
+    from runtime.taxonomy import load_taxonomy
 
     chars = "氢能芯片卫星材料"
     BertTokenizer(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *chars])}).save_pretrained(tmp_path)

@@ -10,9 +10,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration problem the user can fix; reported as one message, no traceback."""
+from runtime.errors import ConfigError
+from training.precision_probe import TRAINING_PRECISIONS
 
 
 SPLIT_BY = ("page", "unit")
@@ -86,7 +85,7 @@ class ModelConfig:
     dropout: Optional[float] = None
     # Serve the mean of the encoder's and a character TF-IDF model's probabilities (both trained on
     # the same units, thresholds tuned on the mean): the lexical half catches cue words the encoder
-    # misses on real pages. The TF-IDF model is stored in the artifact as arrays (training/lexical.py).
+    # misses on real pages. The TF-IDF model is stored in the artifact as arrays (runtime/lexical.py).
     tfidf_fusion: bool = False
 
     def __post_init__(self) -> None:
@@ -131,8 +130,8 @@ class TrainConfig:
                               f"(got {self.threshold_rule!r})")
         if self.head_learning_rate < 0 or self.pos_weight <= 0:
             raise ConfigError("train.head_learning_rate must be >= 0 and train.pos_weight > 0")
-        if self.precision not in {"auto", "fp32", "bf16", "fp16"}:
-            raise ConfigError(f"train.precision must be one of auto, fp32, bf16, fp16 (got {self.precision!r})")
+        if self.precision not in TRAINING_PRECISIONS:
+            raise ConfigError(f"train.precision must be one of {', '.join(TRAINING_PRECISIONS)} (got {self.precision!r})")
         if self.epochs <= 0 or self.batch_size <= 0 or self.learning_rate <= 0:
             raise ConfigError("train.epochs, train.batch_size and train.learning_rate must be positive")
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.runtime import readable_like_other_files
+from training.files import readable_like_other_files
 
 log = logging.getLogger(__name__)
 

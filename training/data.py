@@ -15,8 +15,8 @@ from typing import Iterable
 import numpy as np
 
 from training.config import ConfigError
-from training.taxonomy import Taxonomy
-from training.text import clean, split_units
+from runtime.taxonomy import Taxonomy
+from runtime.text import clean, split_units
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ SEED_SOURCE = "seed"
 
 @dataclass(frozen=True)
 class Example:
-    text: str  # cleaned with training.text.clean, exactly as the model sees it
+    text: str  # cleaned with runtime.text.clean, exactly as the model sees it
     labels: tuple[str, ...]
     source: str  # "seed" for hand-labelled crawled units; anything else is training-only data
     ref: str  # file:line, for messages
@@ -342,7 +342,7 @@ PAGE_DIRS = ("seeds", "labels/pages")
 
 def is_traditional(raw: str) -> bool:
     """True when OpenCC t2s changes the raw (uncleaned) text: it was written in traditional script."""
-    from training.text import _t2s
+    from runtime.text import _t2s
 
     text = unicodedata.normalize("NFKC", raw)
     return _t2s().convert(text) != text
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from training.config import load_config
-    from training.taxonomy import load_taxonomy
+    from runtime.taxonomy import load_taxonomy
 
     parser = argparse.ArgumentParser(prog="python -m training.data",
                                      description="Validate the label files of a config and print units per label and file, "

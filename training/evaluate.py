@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from training.data import Example, multi_hot
-from training.taxonomy import Taxonomy
+from runtime.taxonomy import Taxonomy
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
@@ -149,7 +149,7 @@ class TfidfBaseline:
 
     def fit(self, train: list[Example], val: list[Example], taxonomy: Taxonomy, trained=None) -> "TfidfBaseline":
         """`trained`: a LexicalModel already fitted on `train` with this seed (the fused model's half), reused."""
-        from training.lexical import LexicalModel
+        from runtime.lexical import LexicalModel
 
         self.model = trained or LexicalModel.fit([ex.text for ex in train], multi_hot(train, taxonomy), seed=self.seed)
         self.thresholds = tune_thresholds(multi_hot(val, taxonomy), self.probabilities([ex.text for ex in val]))

@@ -11,7 +11,7 @@ from typing import Iterable
 from urllib.parse import urlparse
 
 from training.config import ConfigError, ModelConfig
-from training.taxonomy import Taxonomy
+from runtime.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def load_pretrained(name: str, taxonomy: Taxonomy, max_length: int, pooling: str
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    import training.modeling as modeling
+    import runtime.modeling as modeling
 
     display = name
     name = resolve_name(name)
@@ -268,7 +268,7 @@ class FrozenEncoder:
         import numpy as np
         import torch
 
-        from training.modeling import mean_pool
+        from runtime.modeling import mean_pool
 
         todo = sorted({t for t in texts if t not in self.cache}, key=len)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):

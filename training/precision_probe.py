@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from training.runtime import cpu_offers_bf16
+from runtime.threads import cpu_offers_bf16
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,9 @@ BUDGET_SECONDS = 10.0
 # further: a warm-up does a step's work plus one-time set-up, so its step is slower than that anyway
 # (emulated bf16 on a CPU without AVX-512 took 9x fp32's time here).
 GIVE_UP_FACTOR = 3.0
+# train.precision: the precision training runs in (mixed precision for bf16/fp16), not the scoring
+# precision of a trained model (runtime/precision.py).
+TRAINING_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUTOCAST_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 ONLY_CANDIDATE = "the only candidate here: torch has no bf16 path for this CPU"
 

@@ -38,8 +38,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from training.config import ConfigError
-from training.taxonomy import Taxonomy, load_taxonomy
-from training.text import clean
+from runtime.taxonomy import Taxonomy, load_taxonomy
+from runtime.text import clean
 
 log = logging.getLogger("training.review")
 
@@ -297,7 +297,8 @@ def read_units(path: Path) -> tuple[list[dict], str | None]:
 
 def model_thresholds(model: str) -> tuple[dict[str, float], str]:
     """Direction -> threshold from a training artifact folder or a BentoML model tag, and the model's name."""
-    from training.predict import ARTIFACT_FILE, ArtifactError, read_artifact_meta
+    from runtime.artifact import ARTIFACT_FILE, read_artifact_meta
+    from runtime.errors import ArtifactError
 
     path = Path(model)
     if path.is_dir():

@@ -36,14 +36,16 @@ from training.evaluate import (
     FrozenFeatureBaseline, TfidfBaseline, cooccurrence, cue_rules, macro_average_precision, mean_std, metrics, per_label_table,
     bootstrap_macro_f1, choose_thresholds, decision_markdown, decision_table, plot_cooccurrence, summary_table, verdict,
 )
-from training.fingerprint import clear_derived
+from runtime.fingerprint import clear_derived
 from training.model import SCRATCH, FrozenEncoder, build_model
 from training.precision_probe import (ONLY_CANDIDATE, PrecisionChoice, agreed_across_ranks,
                                       measure_training_precision, training_candidates, typical_batch)
-from training.predict import ARTIFACT_FILE, CALIBRATION_FILE, Classifier, decide, label_matrix
-from training.runtime import readable_like_other_files
-from training.taxonomy import Taxonomy, load_taxonomy
-from training.text import PREPROCESSING_VERSION
+from runtime.artifact import ARTIFACT_FILE, CALIBRATION_FILE
+from runtime.classifier import Classifier
+from runtime.decide import decide, label_matrix
+from training.files import readable_like_other_files
+from runtime.taxonomy import Taxonomy, load_taxonomy
+from runtime.text import PREPROCESSING_VERSION
 
 log = logging.getLogger("training")
 
@@ -360,7 +362,7 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress
     val_texts = [ex.text for ex in splits.val]
     val_probs = classifier.probabilities(val_texts)
     if cfg.model.tfidf_fusion:
-        from training.lexical import LexicalModel
+        from runtime.lexical import LexicalModel
 
         classifier.lexical = LexicalModel.fit([ex.text for ex in splits.train], multi_hot(splits.train, taxonomy),
                                               seed=cfg.seed)

@@ -7,7 +7,7 @@ of them makes the first epochs learn nothing. This class lets the config choose.
 
 Importing this module registers the model type with the Auto classes, so an
 artifact loads with `AutoModelForSequenceClassification.from_pretrained(path)` —
-no `trust_remote_code`. `training.predict` imports it for that reason.
+no `trust_remote_code`. `runtime.classifier` imports it for that reason.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from training.config import ConfigError
+from runtime.errors import ConfigError
 
 
 @dataclass(frozen=True)

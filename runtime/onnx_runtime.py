@@ -6,7 +6,7 @@ batching, thresholds and the `other` rule stay the same code. The graph comes fr
 `torch.onnx.export` (optimum has no release for transformers 5) with dynamic batch and
 sequence axes, and is written beside the model (`model.onnx`, `model-int8.onnx`) so a
 packaged model loads it instead of exporting again. Each graph records in its metadata the
-fingerprint of the weights it was made from (training/fingerprint.py); a graph that names
+fingerprint of the weights it was made from (runtime/fingerprint.py); a graph that names
 other weights (a retrain into the same folder) is made again rather than run.
 
 Needs the `onnx` extra: pip install -e '.[onnx]'.
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model-int8.onnx"}
 INSTALL_HINT = "pip install -e '.[onnx]' (onnx and onnxruntime)"
-# The metadata_props entry naming the weights a graph was made from (training.fingerprint).
+# The metadata_props entry naming the weights a graph was made from (runtime.fingerprint).
 FINGERPRINT_KEY = "fic.weights_fingerprint"
 _METADATA_PROPS = 14  # field number of ModelProto.metadata_props in onnx.proto
 

@@ -52,8 +52,8 @@ def _fingerprint(folder: str, stats: tuple[tuple[str, int, int, int], ...]) -> s
 def derived_files() -> tuple[str, ...]:
     """Names of the files a loader derives from the weights and writes beside them (and their temporaries)."""
     # Imported here: predict imports this module for weights_fingerprint.
-    from training.onnx_runtime import ONNX_FILES
-    from training.predict import PRECISION_FILE
+    from runtime.onnx_runtime import ONNX_FILES
+    from runtime.precision import PRECISION_FILE
 
     names = (PRECISION_FILE, *ONNX_FILES.values())
     return names + tuple(name + ".tmp" for name in names)

@@ -1,12 +1,12 @@
-"""Page -> units -> predictions -> page summary. Shared by the HTTP service and the batch CLI."""
+"""Units + predictions -> output records and a page summary. Shared by the HTTP service and the batch scorer."""
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import Sequence
 
-from training.predict import Classifier, Prediction
-from training.text import Unit, looks_damaged, split_units
+from runtime.decide import Prediction
+from runtime.text import Unit, looks_damaged
 
 # A direction counts as one of a page's dominant directions when it labels at least
 # this share of the page's on-topic units (or is the most frequent one).
@@ -17,7 +17,7 @@ MAX_DOMINANT = 3
 
 
 def unit_records(units: Sequence[Unit], predictions: Sequence[Prediction]) -> list[dict]:
-    # `damaged`: the unit looks like text decoded with the wrong codec (training/text.py), so the page
+    # `damaged`: the unit looks like text decoded with the wrong codec (runtime/text.py), so the page
     # is worth fetching again; the prediction of such a unit is usually `other`.
     return [{**unit.to_dict(), **pred.to_dict(), "damaged": looks_damaged(unit.text)}
             for unit, pred in zip(units, predictions)]
@@ -40,16 +40,3 @@ def summarize(predictions: Sequence[Prediction], labels: Sequence[str], other: s
         "other_share": round((total - on_topic) / total, 4) if total else 0.0,
         "dominant_directions": dominant,
     }
-
-
-def score_pages(classifier: Classifier, pages: Sequence[str], progress: bool = False) -> list[tuple[list[dict], dict]]:
-    """Split every page, score all their units in one length-sorted pass, and summarise each page."""
-    page_units = [split_units(page) for page in pages]
-    flat = [unit.text for units in page_units for unit in units]
-    predictions = classifier.predict(flat, already_clean=True, progress=progress)
-    out, cursor = [], 0
-    for units in page_units:
-        preds = predictions[cursor:cursor + len(units)]
-        cursor += len(units)
-        out.append((unit_records(units, preds), summarize(preds, classifier.labels, classifier.other)))
-    return out
