@@ -236,3 +236,29 @@ def looks_damaged(text: str) -> bool:
     """Whether a cleaned unit looks like text decoded with the wrong codec (mojibake); see above."""
     count, share = damage_share(text)
     return count >= DAMAGE_MIN_CHARS and share >= DAMAGE_SHARE
+
+
+@lru_cache(maxsize=1)
+def kept_character_pattern() -> str:
+    """A regex class of the characters `clean` keeps in the Basic Multilingual Plane.
+
+    A text must contain one, or it is empty after cleaning: everything but whitespace, control,
+    format, private-use and the invisible characters `clean` strips. Only BMP characters are
+    listed: the service publishes this as an OpenAPI (ECMAScript) pattern, which cannot name a
+    character above U+FFFF the way Python does, so a text made only of such characters (emoji,
+    CJK extension B) is refused by both — the model has nothing to read in it.
+    """
+
+    def kept(cp: int) -> bool:
+        ch = chr(cp)
+        return not (ch.isspace() or _INVISIBLE.match(ch) or unicodedata.category(ch) in {"Cc", "Cf", "Co", "Cs"})
+
+    ranges: list[tuple[int, int]] = []
+    for cp in range(0x10000):
+        if not kept(cp):
+            continue
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1] = (ranges[-1][0], cp)
+        else:
+            ranges.append((cp, cp))
+    return "[" + "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in ranges) + "]"

@@ -25,6 +25,10 @@ BentoML:
   arrive whole, headers and body, within a deadline (408 and the connection closed).
   `EdgeGuard` also reads API bodies before BentoML's concurrency limit sees the request,
   so a slow upload holds no slot while it arrives.
+- `guarded_service_class`: the one place that reaches past BentoML's public API. Given to
+  `@bentoml.service(service_class=...)`, it wraps the app BentoML builds in `EdgeGuard` and
+  installs `ReadDeadlineProtocol` when the worker builds it; tests/test_reliability.py
+  (unknown paths leave /metrics unchanged; stalled uploads are closed) catch a BentoML change.
 - `ModelQueue`: admission for /classify. BentoML's batcher sheds a request part-way (a
   256-text request was split into four batches, the first ran, the rest were shed with a
   503 and the work done was wasted); a request is now admitted or refused before any of
@@ -483,6 +487,35 @@ def _listening_sockets() -> list[int]:
         finally:
             sock.close()
     return fds
+
+
+def development_mode() -> bool:
+    """Whether this worker runs under `bentoml serve --development` (BentoML has no public accessor)."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return bool(BentoMLContainer.development_mode.get())
+
+
+def guarded_service_class(spec: Callable[[Any], dict], api_paths: Sequence[str], max_body_bytes: int,
+                          read_timeout_s: float) -> type:
+    """A `bentoml.Service` subclass whose ASGI app is wrapped in `EdgeGuard`, for
+    `@bentoml.service(service_class=...)`; `spec(service)` builds the /docs.json document.
+
+    Middleware added with `add_asgi_middleware` runs inside BentoML's metrics middleware, which has
+    already taken the raw path as a label by then; only a wrapper around the whole app (built by
+    `to_asgi`, which the worker calls before it starts uvicorn) can turn unknown paths away first.
+    """
+    import bentoml
+
+    class GuardedService(bentoml.Service):
+        __slots__ = ()
+
+        def to_asgi(self, is_main: bool = True) -> ASGIApp:
+            use_read_deadline(read_timeout_s)
+            return EdgeGuard(super().to_asgi(is_main), spec=lambda: spec(self), api_paths=api_paths,
+                             max_body_bytes=max_body_bytes)
+
+    return GuardedService
 
 
 def refuse_new_connections_on_sigterm() -> None:

@@ -332,7 +332,7 @@ def test_client_against_the_service(live) -> None:
 
 
 def test_documented_text_pattern_agrees_with_cleaning() -> None:
-    from serving.service import kept_character_pattern
+    from runtime.text import kept_character_pattern
     from runtime.text import clean
 
     pattern = re.compile(kept_character_pattern())
