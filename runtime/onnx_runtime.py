@@ -65,7 +65,7 @@ def export(model, tokenizer, path: Path, fingerprint: str | None) -> Path:
     started = time.perf_counter()
     with torch.inference_mode(), warnings.catch_warnings():
         # The TorchScript exporter warns about tracing and its own deprecation; its graph is checked
-        # against torch by tests/test_onnx.py. A copy is traced: tracing the live model left it
+        # against torch by tests/runtime/test_onnx_runtime.py. A copy is traced: tracing the live model left it
         # giving different probabilities afterwards.
         warnings.simplefilter("ignore")
         torch.onnx.export(Logits(copy.deepcopy(model).float().eval()), (sample["input_ids"], sample["attention_mask"]),

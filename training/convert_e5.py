@@ -346,7 +346,7 @@ def trim(e5: E5File) -> tuple[E5File, list[int]]:
     segmentation of a text made only of _ZH_RANGES characters is itself such a piece and is kept,
     so that segmentation is still there and still the best: such text gets the same pieces as
     with the full vocabulary, and the same embedding rows. Text in other scripts may be cut
-    into smaller pieces. tests/test_e5.py checks the token ids on every labelled unit.
+    into smaller pieces. tests/training/test_convert_e5.py checks the token ids on every labelled unit.
     """
     specials = set(e5.specials.values())
     keep = [i for i, piece in enumerate(e5.pieces) if kept_for_zh(piece, i in specials)]

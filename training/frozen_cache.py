@@ -9,7 +9,7 @@ only the `forward` of those modules is replaced (on the instances), and restored
 
 Outputs at real tokens are the same as without the cache (padding positions hold zeros
 instead of the lower layers' outputs at pad tokens, which attention masks out and mean
-pooling skips); `tests/test_train.py` checks logits and gradients against the full model.
+pooling skips); `tests/training/test_train.py` checks logits and gradients against the full model.
 """
 
 from __future__ import annotations

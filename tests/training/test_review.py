@@ -1,4 +1,4 @@
-"""Review export, import and audit, without a Label Studio server (tests/test_label_studio.py has the real one)."""
+"""Review export, import and audit, without a Label Studio server (tests/training/test_label_studio.py has the real one)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from training.review import (
 )
 from runtime.taxonomy import load_taxonomy
 from runtime.text import clean
-from tests.test_report import score_seed_crawl
+from tests.serving.test_report import score_seed_crawl
 
 TAXONOMY = load_taxonomy()
 

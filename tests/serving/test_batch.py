@@ -208,7 +208,7 @@ def test_package_records_the_precision(tiny_artifact, tmp_path) -> None:
     assert "precision: fp32" in (stored / "model.yaml").read_text()
 
 
-SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 
 
 def sorted_units(records: list[dict]) -> list[dict]:
