@@ -34,8 +34,17 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import (DEFAULT_ARTIFACT, RESULTS_DIR, ROOT, benchmark_units, format_table, header, positive_int,
-                          require_artifact, write_results)
+from bench.common import (
+    DEFAULT_ARTIFACT,
+    RESULTS_DIR,
+    ROOT,
+    benchmark_units,
+    format_table,
+    header,
+    positive_int,
+    require_artifact,
+    write_results,
+)
 from bench.serving import HOST, free_port, package_model, stop, wait_ready
 
 SEEDS = sorted((ROOT / "seeds").glob("*.txt"))

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.taxonomy import load_taxonomy
 from training import text as text_module
 from training.config import load_config
 from training.data import _raw_text, kfold_indices, load_examples, make_splits, multi_hot
 from training.evaluate import TfidfBaseline, metrics
-from runtime.taxonomy import load_taxonomy
 
 VARIANTS = ("t2s", "tw2sp", "hk2s")
 HK_TW_FILE = "labels/authored/hk_tw_usage.jsonl"

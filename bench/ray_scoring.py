@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from serving.batch import run
     from runtime.threads import cpu_quota
+    from serving.batch import run
 
     cores = cpu_quota()
     payload = header("ray_scoring", {"model": str(args.model), "units": args.units, "repeats": args.repeats,

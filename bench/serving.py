@@ -36,7 +36,6 @@ from typing import Iterator
 
 import numpy as np
 
-from runtime.precision import CHOICES
 from bench.common import (
     DEFAULT_ARTIFACT,
     RESULTS_DIR,
@@ -53,6 +52,7 @@ from bench.common import (
     write_base_artifact,
     write_results,
 )
+from runtime.precision import CHOICES
 
 HOST = "127.0.0.1"  # loopback only: the benchmark never listens on or talks to another interface
 MODEL_NAME = "fic-bench"

@@ -166,9 +166,9 @@ def e5_trainer(frozen: bool, precision: str, args, corpus, directions: list[str]
     (see TRICKS; several joined by +)."""
     import torch
 
+    from runtime.taxonomy import load_taxonomy
     from training.config import load_config
     from training.model import build_model
-    from runtime.taxonomy import load_taxonomy
     from training.train import frozen_layers_cache, make_optimizer
 
     parts = (trick or "").split("+")
@@ -321,8 +321,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from runtime.threads import configure_threads
     from runtime.taxonomy import load_taxonomy
+    from runtime.threads import configure_threads
 
     args.threads = configure_threads(args.threads)
     quiet_transformers()

@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from runtime.logs import setup_logging
 from runtime.precision import CHOICES, ONNX_PRECISIONS
 from serving.local_engine import DEFAULT_MAX_UNITS_PER_DOC, Terminated
 from serving.output import RECORD_VERSION, ResumeMismatch, Tally, errors_path, open_writer, pages_path, start
@@ -101,8 +102,8 @@ def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_un
         progress: bool = False, precision: str | None = None, engine: str = "local",
         max_units: int = DEFAULT_MAX_UNITS_PER_DOC, follow_symlinks: bool = False, address: str | None = None,
         actors: int = 1) -> Tally:
-    from runtime.threads import configure_threads
     from runtime.text import PREPROCESSING_VERSION
+    from runtime.threads import configure_threads
 
     path, name = resolve_model(model)
     if precision is None:
@@ -123,8 +124,8 @@ def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_un
         from serving import ray_engine
         chosen = resolve_precision(path, precision, batch_size)
     else:
-        from serving import local_engine
         from runtime.classifier import Classifier
+        from serving import local_engine
 
         threads = configure_threads()
         try:
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="follow symlinks inside folders even when they point outside the input folders")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     if min(args.batch_size, args.chunk_units, args.actors, args.max_units_per_doc) < 1:
         parser.error("--batch-size, --chunk-units, --actors and --max-units-per-doc must be positive")
     if args.output.suffix.lower() not in JSONL_SUFFIXES | {".parquet"}:

@@ -441,9 +441,8 @@ class QuietClientErrors(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if exc is None:
             return True
-        from pydantic import ValidationError
-
         from bentoml.exceptions import BentoMLException
+        from pydantic import ValidationError
 
         if isinstance(exc, ValidationError):
             problems = "; ".join(

@@ -9,9 +9,9 @@ from __future__ import annotations
 import signal
 from typing import Iterator, Sequence
 
+from runtime.text import Unit, split_units
 from serving.output import Tally
 from serving.sources import Document, Item, Outcome
-from runtime.text import Unit, split_units
 
 # Units scored from one document; a longer document keeps its first units and says so.
 DEFAULT_MAX_UNITS_PER_DOC = 10_000

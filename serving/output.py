@@ -30,6 +30,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from runtime.jsonl import read_jsonl
+
 log = logging.getLogger("serving.batch")
 
 # Changing one of these changes the records, so a resume must use the same values.
@@ -272,8 +274,12 @@ def read_units(out: Path) -> list[dict]:
 
         parts = sorted(out.glob("part-*.parquet")) if out.is_dir() else []
         return [row for part in parts for row in pq.read_table(part).to_pylist()]
-    with out.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    records = []
+    for line in read_jsonl(out):
+        if line.error:
+            raise ValueError(f"{line.where}: not valid JSON ({line.error})")
+        records.append(line.record)
+    return records
 
 
 class Tally:

@@ -22,7 +22,6 @@ with the same precision.
 from __future__ import annotations
 
 import argparse
-import logging
 import shutil
 import sys
 from pathlib import Path
@@ -32,6 +31,7 @@ from runtime.artifact import calibration_units, read_artifact_meta
 from runtime.classifier import Classifier
 from runtime.errors import ArtifactError
 from runtime.fingerprint import derived_files, weights_fingerprint
+from runtime.logs import setup_logging
 from runtime.onnx_runtime import ONNX_FILES
 from runtime.precision import AUTO, CHOICES, PRECISION_FILE, measure, record_precision, recorded_precision
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="scoring precision recorded with the model: auto (default) keeps the artifact's recorded "
                              "choice or decides it now by timing; fp32 is exact")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         tag = package(args.artifact_dir, args.name, args.precision)
     except ArtifactError as exc:

@@ -28,10 +28,10 @@ import math
 import os
 from pathlib import Path
 
+from runtime.text import Unit
 from serving.local_engine import score_split, split_document
 from serving.output import Tally
 from serving.sources import Document, FileTask, Outcome, is_uri, read, walk
-from runtime.text import Unit
 
 # Documents per actor call; their units are length-sorted and scored together.
 DOCS_PER_BATCH = 32

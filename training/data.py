@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import re
 import unicodedata
@@ -14,7 +13,8 @@ from typing import Iterable
 
 import numpy as np
 
-from training.config import ConfigError
+from runtime.errors import ConfigError
+from runtime.jsonl import read_jsonl
 from runtime.taxonomy import Taxonomy
 from runtime.text import clean, split_units
 
@@ -46,27 +46,22 @@ def seed_unit_records(seed_dir: str | Path) -> list[dict]:
 
 def read_label_file(path: Path, taxonomy: Taxonomy) -> list[Example]:
     examples = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise ConfigError(f"{where}: each line needs a string field 'text'")
-            labels = record.get("labels")
-            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-                raise ConfigError(f"{where}: 'labels' must be a list of label ids")
-            taxonomy.check(labels, where)
-            text = clean(record["text"])
-            if not text:
-                raise ConfigError(f"{where}: text is empty after cleaning")
-            source = str(record.get("source", SEED_SOURCE if "doc" in record else "user"))
-            page = str(record["doc"]) if record.get("doc") not in (None, "") else None
-            examples.append(Example(text, tuple(sorted(labels)), source, where, page))
+    for line in read_jsonl(path):
+        where, record = line.where, line.record
+        if line.error:
+            raise ConfigError(f"{where}: not valid JSON ({line.error})")
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise ConfigError(f"{where}: each line needs a string field 'text'")
+        labels = record.get("labels")
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise ConfigError(f"{where}: 'labels' must be a list of label ids")
+        taxonomy.check(labels, where)
+        text = clean(record["text"])
+        if not text:
+            raise ConfigError(f"{where}: text is empty after cleaning")
+        source = str(record.get("source", SEED_SOURCE if "doc" in record else "user"))
+        page = str(record["doc"]) if record.get("doc") not in (None, "") else None
+        examples.append(Example(text, tuple(sorted(labels)), source, where, page))
     return examples
 
 
@@ -314,9 +309,9 @@ def counts_table(patterns: Iterable[str], taxonomy: Taxonomy) -> str:
         total.update(counts)
         total_units += len(examples)
         total_multi += multi
-        rows.append(f"| {path} | {len(examples)} | " + " | ".join(str(counts.get(l, 0)) for l in taxonomy.all_labels)
+        rows.append(f"| {path} | {len(examples)} | " + " | ".join(str(counts.get(label, 0)) for label in taxonomy.all_labels)
                     + f" | {multi} |")
-    rows.append(f"| **all** | {total_units} | " + " | ".join(str(total.get(l, 0)) for l in taxonomy.all_labels)
+    rows.append(f"| **all** | {total_units} | " + " | ".join(str(total.get(label, 0)) for label in taxonomy.all_labels)
                 + f" | {total_multi} |")
     return "\n".join(rows)
 
@@ -390,8 +385,8 @@ def register_stats(patterns: Iterable[str], taxonomy: Taxonomy) -> dict[str, lis
     groups: dict[str, list] = {"seed": [], "authored": []}
     files = [Path(m) for pattern in patterns for m in _glob(pattern)]
     for path in dict.fromkeys(files):
-        raws = [_raw_text(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        examples = read_label_file(path, taxonomy)
+        examples = read_label_file(path, taxonomy)  # raises on a line that is not JSON
+        raws = [_raw_text(line.record) for line in read_jsonl(path)]
         for raw, ex in zip(raws, examples):
             key = "seed" if ex.source == SEED_SOURCE else "authored" if ex.source == "authored" else str(path)
             groups.setdefault(key, []).append((raw, ex.text, ex.labels))
@@ -422,8 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from training.config import load_config
     from runtime.taxonomy import load_taxonomy
+    from training.config import load_config
 
     parser = argparse.ArgumentParser(prog="python -m training.data",
                                      description="Validate the label files of a config and print units per label and file, "

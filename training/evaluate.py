@@ -8,8 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
-from training.data import Example, multi_hot
 from runtime.taxonomy import Taxonomy
+from training.data import Example, multi_hot
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
 

@@ -116,7 +116,6 @@ class FrozenLayersCache:
         return time.perf_counter() - started
 
     def _lookup(self, input_ids=None, **kwargs):
-        import torch
 
         rows = [self.states.get(self._unpadded(row)) for row in input_ids.tolist()]
         if any(state is None for state in rows):

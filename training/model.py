@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import urlparse
 
-from training.config import ConfigError, ModelConfig
 from runtime.taxonomy import Taxonomy
+from training.config import ConfigError, ModelConfig
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from training.config import ConfigError
+from runtime.jsonl import read_jsonl
+from runtime.logs import setup_logging
 from runtime.taxonomy import Taxonomy, load_taxonomy
 from runtime.text import clean
+from training.config import ConfigError
 
 log = logging.getLogger("training.review")
 
@@ -260,14 +262,10 @@ def existing_labels(files: Iterable[Path]) -> dict[str, tuple[tuple[str, ...], s
     """Cleaned text -> (labels, file:line) for every labelled unit in the files (first occurrence wins)."""
     out: dict[str, tuple[tuple[str, ...], str]] = {}
     for path in files:
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(record, dict) and isinstance(record.get("text"), str) and isinstance(record.get("labels"), list):
-                    out.setdefault(clean(record["text"]), (tuple(sorted(record["labels"])), f"{path}:{number}"))
+        for line in read_jsonl(path):  # a line that is not JSON names no unit: skipped
+            record = line.record
+            if isinstance(record, dict) and isinstance(record.get("text"), str) and isinstance(record.get("labels"), list):
+                out.setdefault(clean(record["text"]), (tuple(sorted(record["labels"])), line.where))
     return out
 
 
@@ -472,7 +470,7 @@ def _annotator(annotation: dict, users: dict) -> str:
 
 def read_label_studio(path: Path, tasks: list, taxonomy: Taxonomy) -> tuple[list[Answer], list[str], int]:
     """Answers from a Label Studio JSON export: the latest submitted annotation per annotator of each task."""
-    shown_to_id = {f"{taxonomy.names.get(l, l)} · {n}": l for l, n in _english_names(taxonomy).items()}
+    shown_to_id = {f"{taxonomy.names.get(label, label)} · {n}": label for label, n in _english_names(taxonomy).items()}
     answers, problems, unanswered = [], [], 0
     for position, task in enumerate(tasks, 1):
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict) or "text" not in task["data"]:
@@ -508,30 +506,25 @@ def read_editor_jsonl(path: Path, annotator: str) -> tuple[list[Answer], list[st
     """Answers from the plain JSONL of `export`, edited by hand: lines with a non-empty `labels` list."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(path.stat().st_mtime))
     answers, problems, unanswered = [], [], 0
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{where}: not valid JSON ({exc.msg})")
-                continue
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                problems.append(f"{where}: needs a string field 'text'")
-                continue
-            labels = record.get("labels")
-            if not labels:
-                unanswered += 1
-                continue
-            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-                problems.append(f"{where}: 'labels' must be a list of label ids")
-                continue
-            meta = {k: record.get(k) for k in ("doc", "url", "unit", "start", "end", "ref")}
-            meta["suggested"] = ", ".join(record.get("suggested") or [])
-            answers.append(Answer(record["text"], labels, str(record.get("annotator") or annotator),
-                                  str(record.get("annotated_at") or stamp), meta, where))
+    for line in read_jsonl(path):
+        where, record = line.where, line.record
+        if line.error:
+            problems.append(f"{where}: not valid JSON ({line.error})")
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            problems.append(f"{where}: needs a string field 'text'")
+            continue
+        labels = record.get("labels")
+        if not labels:
+            unanswered += 1
+            continue
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            problems.append(f"{where}: 'labels' must be a list of label ids")
+            continue
+        meta = {k: record.get(k) for k in ("doc", "url", "unit", "start", "end", "ref")}
+        meta["suggested"] = ", ".join(record.get("suggested") or [])
+        answers.append(Answer(record["text"], labels, str(record.get("annotator") or annotator),
+                              str(record.get("annotated_at") or stamp), meta, where))
     return answers, problems, unanswered
 
 
@@ -761,7 +754,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     try:
         return {"export": cmd_export, "import": cmd_import, "audit": cmd_audit}[args.command](args)
     except (ReviewError, ConfigError) as exc:

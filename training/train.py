@@ -30,22 +30,51 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from training.config import Config, ConfigError, load_config
-from training.data import Example, Splits, kfold_indices, label_counts, load_examples, make_splits, multi_hot, to_dataset
-from training.evaluate import (
-    FrozenFeatureBaseline, TfidfBaseline, cooccurrence, cue_rules, macro_average_precision, mean_std, metrics, per_label_table,
-    bootstrap_macro_f1, choose_thresholds, decision_markdown, decision_table, plot_cooccurrence, summary_table, verdict,
-)
-from runtime.fingerprint import clear_derived
-from training.model import SCRATCH, FrozenEncoder, build_model
-from training.precision_probe import (ONLY_CANDIDATE, PrecisionChoice, agreed_across_ranks,
-                                      measure_training_precision, training_candidates, typical_batch)
 from runtime.artifact import ARTIFACT_FILE, CALIBRATION_FILE
 from runtime.classifier import Classifier
 from runtime.decide import decide, label_matrix
-from training.files import readable_like_other_files
+from runtime.fingerprint import clear_derived
+from runtime.logs import setup_logging
 from runtime.taxonomy import Taxonomy, load_taxonomy
 from runtime.text import PREPROCESSING_VERSION
+from training.config import Config, ConfigError, load_config
+from training.data import (
+    Example,
+    Splits,
+    kfold_indices,
+    label_counts,
+    load_examples,
+    make_splits,
+    multi_hot,
+    to_dataset,
+)
+from training.evaluate import (
+    FrozenFeatureBaseline,
+    TfidfBaseline,
+    bootstrap_macro_f1,
+    choose_thresholds,
+    cooccurrence,
+    cue_rules,
+    decision_markdown,
+    decision_table,
+    macro_average_precision,
+    mean_std,
+    metrics,
+    per_label_table,
+    plot_cooccurrence,
+    summary_table,
+    verdict,
+)
+from training.files import readable_like_other_files
+from training.model import SCRATCH, FrozenEncoder, build_model
+from training.precision_probe import (
+    ONLY_CANDIDATE,
+    PrecisionChoice,
+    agreed_across_ranks,
+    measure_training_precision,
+    training_candidates,
+    typical_batch,
+)
 
 log = logging.getLogger("training")
 
@@ -798,8 +827,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging(args.quiet)
     try:
         import datasets
         import transformers

@@ -61,9 +61,9 @@ def test_weights_replaced_in_the_folder_are_scored_not_the_old_graph(tiny_artifa
     from transformers import AutoModelForSequenceClassification
 
     import runtime.modeling  # noqa: F401  registers the pooled classifier with the Auto classes
+    from runtime.classifier import Classifier
     from runtime.fingerprint import weights_fingerprint
     from runtime.onnx_runtime import graph_fingerprint
-    from runtime.classifier import Classifier
     from runtime.precision import record_precision, recorded_precision
 
     model = copy_without_derived(tiny_artifact, tmp_path / "model")
@@ -95,9 +95,9 @@ def test_weights_replaced_in_the_folder_are_scored_not_the_old_graph(tiny_artifa
 
 @pytest.mark.slow
 def test_a_retrain_into_a_folder_with_derived_graphs_serves_the_new_weights(tiny_artifact, tmp_path) -> None:
+    from runtime.classifier import Classifier
     from runtime.fingerprint import weights_fingerprint
     from runtime.onnx_runtime import graph_fingerprint
-    from runtime.classifier import Classifier
     from runtime.precision import record_precision
 
     art = copy_without_derived(tiny_artifact, tmp_path / "art")

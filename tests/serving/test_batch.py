@@ -184,9 +184,9 @@ def test_precision_is_the_recorded_one_else_fp32_and_auto_decides_once(tiny_arti
 def test_ray_engine_resolves_precision_by_the_same_rule(tiny_artifact, tmp_path) -> None:
     # The Ray engine fixes one precision on the driver for all actors; it must match what the
     # in-process Classifier.from_artifact picks: the record, else fp32 unless auto was asked for.
-    from serving.batch import resolve_precision
     from runtime.classifier import Classifier
     from runtime.precision import PRECISION_FILE, record_precision
+    from serving.batch import resolve_precision
 
     model = tmp_path / "model"
     shutil.copytree(tiny_artifact, model, ignore=shutil.ignore_patterns(PRECISION_FILE, "*.onnx", "checkpoints"))

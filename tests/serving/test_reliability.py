@@ -332,8 +332,7 @@ def test_client_against_the_service(live) -> None:
 
 
 def test_documented_text_pattern_agrees_with_cleaning() -> None:
-    from runtime.text import kept_character_pattern
-    from runtime.text import clean
+    from runtime.text import clean, kept_character_pattern
 
     pattern = re.compile(kept_character_pattern())
     disagree = [hex(cp) for cp in range(0x10000) if not 0xD800 <= cp <= 0xDFFF
@@ -350,9 +349,9 @@ def test_a_one_character_text_is_accepted_and_cleaned_once(tiny_artifact, monkey
     from concurrent.futures import ThreadPoolExecutor
 
     import runtime.classifier
-    from serving.service import FutureIndustryClassifier
     from runtime.classifier import Classifier
     from runtime.text import clean
+    from serving.service import FutureIndustryClassifier
 
     sent = ["䫟", "薴", "發展人形機器人產業"]
     # What the HTTP layer does with the body: BentoML's input model of /classify, validators and all.

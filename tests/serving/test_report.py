@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.report import load_scored, statistics, write_report
+from serving.report import write_report
 
 CHROMIUM = os.environ.get("FIC_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -151,9 +151,9 @@ def test_report_counts_damaged_units_per_page(tmp_path) -> None:
 
 def test_dominant_directions_are_capped_and_ranked() -> None:
     # A policy page whose units each name several directions: every direction passes the 25% share.
-    from serving.report import Page, dominant
-    from runtime.summary import MAX_DOMINANT, summarize
     from runtime.decide import Prediction
+    from runtime.summary import MAX_DOMINANT, summarize
+    from serving.report import Page, dominant
 
     directions = ["a", "b", "c", "d", "e", "f"]
     rows = [["a", "b", "c", "d", "e", "f"], ["a", "b", "c", "d", "e"], ["a", "b", "c", "d"], ["f", "e", "d"]]

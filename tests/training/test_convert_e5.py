@@ -236,8 +236,8 @@ def test_chinese_vocabulary_gives_our_text_the_same_pieces(checkpoint: Path) -> 
 @pytest.mark.slow
 def test_short_fine_tune_writes_a_servable_artifact(checkpoint: Path, tmp_path, monkeypatch) -> None:
     """A few optimizer steps of the default recipe end to end; the artifact loads without custom code paths."""
-    from training.frozen_cache import FrozenLayersCache
     from runtime.classifier import Classifier
+    from training.frozen_cache import FrozenLayersCache
     from training.train import main
 
     filled = []  # the recipe freezes 6 layers with dropout off: their output is computed once per unit

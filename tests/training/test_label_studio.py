@@ -114,10 +114,10 @@ def label_studio(tmp_path_factory):
 
 
 def test_round_trip(label_studio, tiny_artifact, tmp_path) -> None:
+    from runtime.taxonomy import load_taxonomy
     from training.config import load_config
     from training.data import load_examples
     from training.review import main as review
-    from runtime.taxonomy import load_taxonomy
 
     client = label_studio
     # 1. Score a new crawl and export the units worth reviewing.

@@ -5,13 +5,12 @@ from collections import Counter, defaultdict
 from itertools import combinations
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-import numpy as np
-
-from training.data import is_hk_tw, load_examples, read_label_file, register_stats, seed_unit_records
 from runtime.taxonomy import load_taxonomy
 from runtime.text import clean
+from training.data import is_hk_tw, load_examples, read_label_file, register_stats, seed_unit_records
 
 SEED_FILE = Path("labels/seed_units.jsonl")
 AUTHORED = sorted(Path("labels/authored").glob("*.jsonl"))

@@ -34,9 +34,9 @@ def tiny_encoder(tmp_path, *overrides: str):
     """A 3-layer BERT saved as a pretrained checkpoint, its config, model, tokenizer and a training dataset."""
     from transformers import BertConfig, BertModel, BertTokenizer
 
+    from runtime.taxonomy import load_taxonomy
     from training.data import load_examples, to_dataset
     from training.model import build_model
-    from runtime.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy()
     examples = load_examples(["labels/seed_units.jsonl"], taxonomy)[:48]

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from runtime.taxonomy import load_taxonomy
+from runtime.text import clean
+from tests.serving.test_report import score_seed_crawl
 from training.config import ConfigError
 from training.data import load_examples
 from training.review import (
@@ -18,9 +21,6 @@ from training.review import (
     order_rare_first,
     shingles,
 )
-from runtime.taxonomy import load_taxonomy
-from runtime.text import clean
-from tests.serving.test_report import score_seed_crawl
 
 TAXONOMY = load_taxonomy()
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from runtime.taxonomy import load_taxonomy
 from training.config import ConfigError, load_config
 from training.data import Example, holdout_pages, kfold_indices, load_examples, make_splits, page_groups
 from training.evaluate import choose_thresholds, decision_table, tune_global_threshold
-from runtime.taxonomy import load_taxonomy
 
 ENERGY, SPACE, OTHER = ("future_energy",), ("future_space",), ("other",)
 
