@@ -241,7 +241,8 @@ def benchmark_model(name: str, artifact: Path, units: list[str], args, peaks: di
     for variant in variants:
         entry: dict = {"label": variant.label, "peak_precision": variant.peak}
         if variant.skipped or variant.key in failed or not seconds.get(variant.key):
-            entry.update(status="skipped" if variant.skipped else "failed", reason=variant.skipped or failed.get(variant.key))
+            entry.update(status="skipped" if variant.skipped else "failed",
+                         reason=variant.skipped or failed.get(variant.key))
             results[variant.key] = entry
             continue
         flops = bert_forward_flops(shape, len(clf.directions), variant.batches(lengths))
@@ -365,7 +366,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "(fp32, bf16, int8) and ONNX Runtime, on the same real-length units, side by side.",
     )
     parser.add_argument("--units", type=positive_int, default=2000, help="units scored per repeat (default 2000)")
-    parser.add_argument("--repeats", type=positive_int, default=3, help="timed repeats per variant; the median is reported (default 3)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="timed repeats per variant; the median is reported (default 3)")
     parser.add_argument("--models", type=lambda v: parse_choices(v, list(MODELS)), default=["trained"],
                         help="trained (the --artifact), base (BERT-base-sized, random weights); default trained")
     parser.add_argument("--variants", type=lambda v: parse_choices(v, list(VARIANTS)),
@@ -374,9 +376,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "g ONNX Runtime int8 (default all)")
     parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT,
                         help=f"trained artifact folder (default {DEFAULT_ARTIFACT})")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="Classifier batch size (default 64, as serving)")
-    parser.add_argument("--pipeline-batch", type=positive_int, default=32, help="pipeline batch size for variant b (default 32)")
-    parser.add_argument("--warmup", type=positive_int, default=64, help="units run untimed per variant first (default 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=64,
+                        help="Classifier batch size (default 64, as serving)")
+    parser.add_argument("--pipeline-batch", type=positive_int, default=32,
+                        help="pipeline batch size for variant b (default 32)")
+    parser.add_argument("--warmup", type=positive_int, default=64,
+                        help="units run untimed per variant first (default 64)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: the CPU quota)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the unit order and the random model (default 0)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "inference.json",

@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True", "FIC_MODEL": tag,
                "FIC_PRECISION": args.precision}
         with log_path.open("w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:FutureIndustryClassifier",
+            proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve",
+                                     "serving.service:FutureIndustryClassifier",
                                      "--host", HOST, "--port", str(port)], cwd=ROOT, env=env, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
             try:

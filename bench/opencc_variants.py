@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         changed = [(path, ex0.text, ex.text) for ex0, ex, (path, _) in zip(base, examples, raws) if ex0.text != ex.text]
         by_group: dict[str, int] = {}
         for path, _, _ in changed:
-            key = "seed (real)" if path.endswith("seed_units.jsonl") else path if path == HK_TW_FILE else "other authored"
+            key = ("seed (real)" if path.endswith("seed_units.jsonl")
+                   else path if path == HK_TW_FILE else "other authored")
             by_group[key] = by_group.get(key, 0) + 1
         words: dict[str, int] = {}
         for _, before, after in changed:
@@ -113,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(time.perf_counter() - started, 1),
         }
         row = report["variants"][variant]
-        print(f"{variant:6s} changed {row['units_changed_vs_t2s']:4d} {by_group}  HK/TW cue {row['hk_tw_direction_units_with_a_cue']}"
+        print(f"{variant:6s} changed {row['units_changed_vs_t2s']:4d} {by_group}  "
+              f"HK/TW cue {row['hk_tw_direction_units_with_a_cue']}"
               f"  HK/TW TF-IDF {row['hk_tw_tfidf_macro_f1_unseen']:.3f}  grouped CV TF-IDF "
-              f"{row['grouped_cv_tfidf_macro_f1_mean']:.3f}  e.g. {', '.join(w for w, _ in row['most_common_changes'][:8])}")
+              f"{row['grouped_cv_tfidf_macro_f1_mean']:.3f}  "
+              f"e.g. {', '.join(w for w, _ in row['most_common_changes'][:8])}")
     Path(args.out).write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     print(f"written to {args.out}")
     return 0

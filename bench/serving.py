@@ -70,7 +70,8 @@ def free_port() -> int:
 def package_model(artifact: Path, bento_home: Path) -> str:
     """python -m serving.package into the temporary store; returns the model tag."""
     result = subprocess.run([sys.executable, "-m", "serving.package", str(artifact), "--name", MODEL_NAME],
-                            cwd=ROOT, env={**os.environ, "BENTOML_HOME": str(bento_home), "BENTOML_DO_NOT_TRACK": "True"},
+                            cwd=ROOT,
+                            env={**os.environ, "BENTOML_HOME": str(bento_home), "BENTOML_DO_NOT_TRACK": "True"},
                             capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise RuntimeError(f"python -m serving.package failed:\n{result.stderr[-3000:]}")
@@ -236,13 +237,14 @@ def benchmark_server(args, bento_home: Path, tag: str, batching: bool, units: li
 
     name = "on" if batching else "off"
     log_path = log_dir / f"serve-batching-{name}.log"
-    with bentoml_server(server_env(args, bento_home, tag, batching), log_path, args.ready_timeout) as (url, startup, server_pid):
+    with bentoml_server(server_env(args, bento_home, tag, batching), log_path,
+                        args.ready_timeout) as (url, startup, server_pid):
         metadata = httpx.get(f"{url}/metadata", timeout=30, trust_env=False).json()
         warmup = units[: args.warmup]
         levels = {}
         for concurrency in args.concurrency:
-            levels[str(concurrency)] = measure_level(url, units, warmup, concurrency, args.repeats, args.request_timeout,
-                                                     server_pid)
+            levels[str(concurrency)] = measure_level(url, units, warmup, concurrency, args.repeats,
+                                                     args.request_timeout, server_pid)
             level = levels[str(concurrency)]
             print(f"  batching {name}, concurrency {concurrency}: {level['throughput_rps']:.1f} req/s, "
                   f"server CPU {level['server_cpu_ms_per_unit']:.1f} ms/unit"
@@ -349,23 +351,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="FIC_PRECISION for the server and the in-process reference (default fp32)")
     parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT,
                         help=f"trained artifact folder (default {DEFAULT_ARTIFACT})")
-    parser.add_argument("--requests", type=positive_int, default=400, help="timed requests per level and repeat (default 400)")
+    parser.add_argument("--requests", type=positive_int, default=400,
+                        help="timed requests per level and repeat (default 400)")
     parser.add_argument("--warmup", type=positive_int, default=32, help="untimed requests per level first (default 32)")
     parser.add_argument("--concurrency", type=concurrency_levels, default=[1, 8, 32],
                         help="comma-separated concurrency levels (default 1,8,32)")
-    parser.add_argument("--repeats", type=positive_int, default=3, help="timed repeats per level; medians reported (default 3)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="timed repeats per level; medians reported (default 3)")
     parser.add_argument("--batching", type=lambda v: parse_choices(v, ["on", "off"]), default=["on", "off"],
                         help="which servers to run (default on,off)")
-    parser.add_argument("--max-batch-size", type=positive_int, default=64, help="FIC_MAX_BATCH_SIZE, also the offline batch size (default 64)")
-    parser.add_argument("--max-latency-ms", type=positive_int, default=None, help="FIC_MAX_LATENCY_MS (default: the service's)")
+    parser.add_argument("--max-batch-size", type=positive_int, default=64,
+                        help="FIC_MAX_BATCH_SIZE, also the offline batch size (default 64)")
+    parser.add_argument("--max-latency-ms", type=positive_int, default=None,
+                        help="FIC_MAX_LATENCY_MS (default: the service's)")
     parser.add_argument("--threads", type=positive_int, default=None, help="FIC_THREADS (default: the CPU quota)")
     parser.add_argument("--workers", type=positive_int, default=1,
                         help="FIC_WORKERS: worker processes of the server (default 1); the in-process reference "
                              "stays one process")
     parser.add_argument("--ready-timeout", type=float, default=300, help="seconds to wait for /readyz (default 300)")
-    parser.add_argument("--request-timeout", type=float, default=120, help="seconds per request before it counts as an error")
+    parser.add_argument("--request-timeout", type=float, default=120,
+                        help="seconds per request before it counts as an error")
     parser.add_argument("--seed", type=int, default=0, help="seed of the unit order and the random model (default 0)")
-    parser.add_argument("--out", type=Path, default=None, help="results file (default bench/results/serving-MODEL.json)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results file (default bench/results/serving-MODEL.json)")
     return parser.parse_args(argv)
 
 
@@ -383,9 +391,13 @@ def main(argv: list[str] | None = None) -> int:
     report = header("serving", {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     try:
-        artifact = args.artifact if args.model == "trained" else write_base_artifact(args.artifact, work / "bert-base-sized", args.seed)
-        report["model"] = {"name": args.model, "artifact": str(args.artifact) if args.model == "trained" else "temporary (random weights)",
-                           "description": "the trained artifact" if args.model == "trained" else "BERT-base-sized, random weights"}
+        artifact = (args.artifact if args.model == "trained"
+                    else write_base_artifact(args.artifact, work / "bert-base-sized", args.seed))
+        report["model"] = {"name": args.model,
+                           "artifact": (str(args.artifact) if args.model == "trained"
+                                        else "temporary (random weights)"),
+                           "description": ("the trained artifact" if args.model == "trained"
+                                           else "BERT-base-sized, random weights")}
         print(f"in-process reference on {len(units)} units ...", flush=True)
         report["offline"] = offline_reference(artifact, units, args.precision, args.max_batch_size, args.repeats,
                                               args.threads)

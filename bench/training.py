@@ -289,7 +289,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.training",
         description="Training samples/s and seconds per epoch on the CPU, fp32 vs bf16 autocast, for the e5 "
-                    "recipe (with its frozen parts, or nothing frozen) and from-scratch small and BERT-base-sized models.",
+                    "recipe (with its frozen parts, or nothing frozen) and from-scratch small and "
+                    "BERT-base-sized models.",
     )
     parser.add_argument("--models", type=lambda v: parse_choices(v, list(MODELS)), default=["e5", "e5-unfrozen"],
                         help="e5, e5-unfrozen (the default recipe; the same with nothing frozen), small "
@@ -305,7 +306,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="timed optimizer steps per repeat (default 60 for small, 20 for the others)")
     parser.add_argument("--warmup-steps", type=int, default=3, help="untimed steps first (default 3)")
-    parser.add_argument("--repeats", type=positive_int, default=3, help="timed repeats; the median is reported (default 3)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="timed repeats; the median is reported (default 3)")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="default 16, as configs/offline-small.yaml")
     parser.add_argument("--max-length", type=positive_int, default=64, help="tokens per unit, padded (default 64)")
     parser.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default 3e-4)")

@@ -63,7 +63,8 @@ def split_document(doc: Document, max_units: int) -> tuple[list[Unit], list[str]
     return units, warnings, cap
 
 
-def score_split(classifier, split: Sequence[tuple[list[Unit], list[str], dict | None]]) -> list[tuple[list[dict], dict]]:
+def score_split(classifier,
+                split: Sequence[tuple[list[Unit], list[str], dict | None]]) -> list[tuple[list[dict], dict]]:
     """Score every unit of several documents in one length-sorted pass; records and summary per document."""
     from runtime.summary import summarize, unit_records
 

@@ -152,7 +152,8 @@ def start(out: Path, run: dict) -> set[str]:
             now = ", ".join(f"{key} {run.get(key)!r}" for key in changed)
             raise ResumeMismatch(
                 f"{out} was started with {was} (model {before.get('model')}) but this run has {now} "
-                f"(model {run.get('model')}); resume with the same --model and --precision, or write to a new --output.")
+                f"(model {run.get('model')}); resume with the same --model and --precision, "
+                f"or write to a new --output.")
     elif done and not manifest.exists():
         log.warning("%s has %d finished documents but no %s; assuming they were scored like this run",
                     out, len(done), manifest.name)
@@ -239,7 +240,8 @@ class ParquetWriter(Writer):
 
         if not self.buffer:
             return
-        rows = [{"doc_id": head["doc_id"], "url": head["url"], **unit} for head, units, _ in self.buffer for unit in units]
+        rows = [{"doc_id": head["doc_id"], "url": head["url"], **unit}
+                for head, units, _ in self.buffer for unit in units]
         if rows:
             part = self.out / f"part-{self.next_part:05d}.parquet"
             tmp = part.with_name(part.name + ".tmp")

@@ -6,9 +6,10 @@
 Reads the scorer's unit file and, when it is there, the page-summary file beside it
 (`units.pages.jsonl`). The page has no scripts and loads nothing at view time: charts
 are inline SVG. Sections: headline numbers, units and documents per direction, the
-share of noise, the pages with units decoded with the wrong codec, directions by source site (the url's host) and by month (a `date`
-field of the input when the scorer kept one, else the first full date printed on the
-page), and the pages richest in each direction with their strongest units.
+share of noise, the pages with units decoded with the wrong codec, directions by source
+site (the url's host) and by month (a `date` field of the input when the scorer kept
+one, else the first full date printed on the page), and the pages richest in each
+direction with their strongest units.
 """
 
 from __future__ import annotations
@@ -335,7 +336,8 @@ def svg_bars(rows: list[tuple[str, float, str]], width: int = 560, unit: str = "
     for i, (label, value, colour) in enumerate(rows):
         y = gap + i * (bar_h + gap)
         w = (width - left - right) * value / peak
-        parts.append(f'<text x="{left - 8}" y="{y + bar_h * 0.7:.1f}" text-anchor="end" font-size="13">{_esc(label)}</text>'
+        parts.append(f'<text x="{left - 8}" y="{y + bar_h * 0.7:.1f}" text-anchor="end" font-size="13">'
+                     f'{_esc(label)}</text>'
                      f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colour}"><title>{_esc(label)}: '
                      f'{value:,g}{unit}</title></rect>'
                      f'<text x="{left + w + 6:.1f}" y="{y + bar_h * 0.7:.1f}" font-size="12">{value:,g}{unit}</text>')
@@ -389,7 +391,8 @@ def svg_stacked_columns(columns: list[tuple[str, list[float]]], colours: list[st
             h = plot_h * value / peak
             if h > 0:
                 y -= h
-                parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{step * 0.7:.1f}" height="{h:.1f}" fill="{colour}"/>')
+                parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{step * 0.7:.1f}" height="{h:.1f}" '
+                             f'fill="{colour}"/>')
         parts.append(f'<text x="{x + step * 0.35:.1f}" y="{top + plot_h + 14}" text-anchor="middle" font-size="11">'
                      f'{_esc(label)}</text>')
         parts.append(f'<text x="{x + step * 0.35:.1f}" y="{y - 3:.1f}" text-anchor="middle" font-size="11">'
@@ -405,7 +408,8 @@ body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","PingFang
 margin:0 auto;max-width:1080px;padding:24px 28px;color:#222;line-height:1.45}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:32px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 h3{font-size:16px;margin:22px 0 6px}.muted{color:#666;font-size:13px}
-.cards{display:flex;gap:14px;flex-wrap:wrap;margin:16px 0}.card{border:1px solid #ddd;border-radius:6px;padding:10px 16px;
+.cards{display:flex;gap:14px;flex-wrap:wrap;margin:16px 0}.card{border:1px solid #ddd;\
+border-radius:6px;padding:10px 16px;
 min-width:150px}.card b{display:block;font-size:26px}.card span{color:#555;font-size:13px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}th,td{border-bottom:1px solid #e5e5e5;padding:4px 8px;
 text-align:right;vertical-align:top}th{background:#f6f6f6}td.l,th.l{text-align:left}
@@ -438,7 +442,8 @@ def _breakdown_table(crawl: Crawl, rows: dict[str, dict], first: str, limit: int
     for key, row in shown:
         peak = max([row[d] for d in crawl.directions] + [1])
         cells = "".join(
-            f'<td style="background:rgba(78,121,167,{0.45 * row[d] / peak:.2f})">{row[d]}</td>' for d in crawl.directions)
+            f'<td style="background:rgba(78,121,167,{0.45 * row[d] / peak:.2f})">{row[d]}</td>'
+            for d in crawl.directions)
         noise = row["noise"] / row["units"] if row["units"] else 0
         out.append(f'<tr><td class="l">{_esc(key)}</td><td>{row["documents"]}</td><td>{row["units"]}</td>'
                    f'<td>{_pct(noise)}</td>{cells}</tr>')
@@ -459,8 +464,10 @@ def render(crawl: Crawl, stats: dict, title: str | None = None, max_rows: int = 
             + (f" ({_esc(crawl.precision)})" if crawl.precision else "") + "</p>",
             '<div class="cards">',
             f'<div class="card"><b data-stat="documents">{stats["documents"]:,}</b><span>documents</span></div>',
-            f'<div class="card"><b data-stat="units">{stats["units"]:,}</b><span>units (sentences, items, lines)</span></div>',
-            f'<div class="card"><b data-stat="on-topic">{on_topic:,}</b><span>units in at least one direction</span></div>',
+            f'<div class="card"><b data-stat="units">{stats["units"]:,}</b>'
+            '<span>units (sentences, items, lines)</span></div>',
+            f'<div class="card"><b data-stat="on-topic">{on_topic:,}</b>'
+            '<span>units in at least one direction</span></div>',
             f'<div class="card"><b data-stat="noise-share">{_pct(stats["noise_share"])}</b>'
             f'<span>noise / off-topic ({_esc(crawl.other)})</span></div>',
             "</div>"]
@@ -470,16 +477,20 @@ def render(crawl: Crawl, stats: dict, title: str | None = None, max_rows: int = 
         f'<tr><td class="l"><span class="swatch" style="background:{_colour(crawl, d)}"></span>{_esc(_label(crawl, d))}'
         f'</td><td data-direction="{_esc(d)}" data-stat="units">{per[d]["units"]}</td>'
         f'<td>{_pct(per[d]["units"] / on_topic) if on_topic else "–"}</td>'
-        f'<td data-direction="{_esc(d)}" data-stat="documents">{per[d]["documents"]}</td><td>{per[d]["dominant_in"]}</td></tr>'
+        f'<td data-direction="{_esc(d)}" data-stat="documents">{per[d]["documents"]}</td>'
+        f'<td>{per[d]["dominant_in"]}</td></tr>'
         for d in directions)
     body += ["<h2>Directions</h2>",
              '<div class="row"><table><tr><th class="l">direction</th><th>units</th><th>share of on-topic units</th>'
              f"<th>documents</th><th>dominant in</th></tr>{rows}"
-             f'<tr><td class="l"><span class="swatch" style="background:{OTHER_COLOUR}"></span>{_esc(_label(crawl, crawl.other))}'
-             f'</td><td data-direction="{_esc(crawl.other)}" data-stat="units">{stats["noise_units"]}</td><td></td><td></td><td></td></tr></table>',
+             f'<tr><td class="l"><span class="swatch" style="background:{OTHER_COLOUR}"></span>'
+             f'{_esc(_label(crawl, crawl.other))}'
+             f'</td><td data-direction="{_esc(crawl.other)}" data-stat="units">{stats["noise_units"]}</td>'
+             '<td></td><td></td><td></td></tr></table>',
              svg_bars([(crawl.names.get(d, d), per[d]["units"], _colour(crawl, d)) for d in directions], width=340),
              "</div>",
-             f'<p class="muted">A unit may carry several directions ({stats["multi_label_units"]} do), so direction counts '
+             f'<p class="muted">A unit may carry several directions ({stats["multi_label_units"]} do), '
+             "so direction counts "
              "add up to more than the on-topic units. A document counts for a direction when at least one of its units "
              "carries it; a direction is dominant in a page when it labels at least a quarter of the page's on-topic "
              "units (or is its most frequent one), at most the three most frequent per page.</p>"]
@@ -530,7 +541,8 @@ def render(crawl: Crawl, stats: dict, title: str | None = None, max_rows: int = 
         origin = ("a date field of the input" if stats["dates_from_input"] == stats["dated_documents"]
                   else "a date field of the input where there is one, else the first full date printed on the page "
                        "(after 发布时间/日期 when marked)")
-        body.append(f'<p class="muted">{stats["dated_documents"]} of {stats["documents"]} documents dated, from {origin}; '
+        body.append(f'<p class="muted">{stats["dated_documents"]} of {stats["documents"]} documents dated, '
+                    f"from {origin}; "
                     "units per direction by month.</p>")
         if len(dated) > 1:
             body.append(svg_stacked_columns([(m, [row[d] for d in directions]) for m, row in dated[-24:]],

@@ -237,7 +237,8 @@ def precompiled_charsmap(mapping: dict[int, str]) -> bytes:
         while True:
             if start + window + 256 > size:
                 grow = size
-                array, used, base_taken = (np.concatenate([a, np.zeros(grow, dtype=a.dtype)]) for a in (array, used, base_taken))
+                array, used, base_taken = (np.concatenate([a, np.zeros(grow, dtype=a.dtype)])
+                                           for a in (array, used, base_taken))
                 size += grow
             candidates = np.arange(start, start + window)
             ok = ~base_taken[candidates]
@@ -438,7 +439,8 @@ def convert(out: Path, source: Path | None = None, zh: bool = False) -> Path:
     # position_ids / token_type_ids are buffers, not weights; anything else missing means a wrong mapping.
     missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
     if missing or unexpected:
-        raise ConversionError(f"{source}: tensors do not map onto BertModel (missing {missing}, unexpected {unexpected})")
+        raise ConversionError(f"{source}: tensors do not map onto BertModel "
+                              f"(missing {missing}, unexpected {unexpected})")
     tokenizer = build_tokenizer(e5)
 
     out = Path(out)
@@ -459,7 +461,8 @@ def convert(out: Path, source: Path | None = None, zh: bool = False) -> Path:
             # Which original piece each row is: lets anyone map ids back (the tests do).
             (staging / "kept_pieces.json").write_text(json.dumps(kept), encoding="utf-8")
             with (staging / "README.md").open("a", encoding="utf-8") as card:
-                card.write(f"\n- Vocabulary cut to {len(kept):,} of {full_rows:,} pieces: special pieces, pieces made only of "
+                card.write(f"\n- Vocabulary cut to {len(kept):,} of {full_rows:,} pieces: special pieces, "
+                           "pieces made only of "
                            "the characters of Chinese pages (CJK ideographs and punctuation, fullwidth forms, ASCII, "
                            "general punctuation, Latin-1 and the tone-marked Latin letters of pinyin) and every "
                            "single-character piece. Such text gets the same pieces as with the full vocabulary; "

@@ -191,7 +191,8 @@ def kfold_indices(examples: list[Example], taxonomy: Taxonomy, k: int, seed: int
     return folds
 
 
-def holdout_pages(examples: list[Example], taxonomy: Taxonomy, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def holdout_pages(examples: list[Example], taxonomy: Taxonomy, fraction: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(rest, held-out) indices where the held-out side is whole pages, about `fraction` of the units.
 
     Of the candidate folds (`kfold_indices` by page with round(1 / fraction) folds), the one that
@@ -204,7 +205,8 @@ def holdout_pages(examples: list[Example], taxonomy: Taxonomy, fraction: float, 
     return np.setdiff1d(np.arange(len(examples)), held), np.sort(held)
 
 
-def holdout_indices(examples: list[Example], taxonomy: Taxonomy, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def holdout_indices(examples: list[Example], taxonomy: Taxonomy, fraction: float,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Multi-label stratified split into (rest, held-out) indices, identical texts on one side."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
@@ -309,7 +311,8 @@ def counts_table(patterns: Iterable[str], taxonomy: Taxonomy) -> str:
         total.update(counts)
         total_units += len(examples)
         total_multi += multi
-        rows.append(f"| {path} | {len(examples)} | " + " | ".join(str(counts.get(label, 0)) for label in taxonomy.all_labels)
+        rows.append(f"| {path} | {len(examples)} | "
+                    + " | ".join(str(counts.get(label, 0)) for label in taxonomy.all_labels)
                     + f" | {multi} |")
     rows.append(f"| **all** | {total_units} | " + " | ".join(str(total.get(label, 0)) for label in taxonomy.all_labels)
                 + f" | {total_multi} |")
@@ -366,7 +369,8 @@ def _register_row(name: str, records: list[tuple[str, str, tuple[str, ...]]], ot
     n_other = sum(labels == (other,) for _, _, labels in records)
     trad = sum(is_traditional(r) for r, _, _ in records)
     hktw = sum(is_hk_tw(c) for _, c, _ in records)
-    return (f"| {name} | {n} | {lengths.size} | {dir_cols[0]} | {dir_cols[1]} | {dir_cols[2]} | {commas:.1f} | {100 * connective:.0f}% | "
+    return (f"| {name} | {n} | {lengths.size} | {dir_cols[0]} | {dir_cols[1]} | {dir_cols[2]} | "
+            f"{commas:.1f} | {100 * connective:.0f}% | "
             f"{share(n_other)} | {share(trad)} | {share(hktw)} |")
 
 
@@ -421,8 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     from training.config import load_config
 
     parser = argparse.ArgumentParser(prog="python -m training.data",
-                                     description="Validate the label files of a config and print units per label and file, "
-                                                 "then how the text reads (length, commas, other share, script).")
+                                     description="Validate the label files of a config and print units per label "
+                                                 "and file, then how the text reads (length, commas, other share, "
+                                                 "script).")
     parser.add_argument("--config", default="configs/offline-small.yaml", help="config whose data.label_files to read")
     args = parser.parse_args(argv)
     try:

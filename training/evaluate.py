@@ -30,7 +30,8 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, taxonomy: Taxonomy) -> dict:
     present = support > 0
     return {
         "per_label": {
-            label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                    "support": int(support[i])}
             for i, label in enumerate(labels)
         },
         "micro_f1": float(f1_score(t, p, average="micro", zero_division=0)),
@@ -262,7 +263,8 @@ def bootstrap_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_boot: int = 200
 
 def summary_table(results: dict[str, dict]) -> str:
     with_ci = all("macro_f1_ci" in m for m in results.values())
-    rows = ["| system | micro F1 | macro F1 | " + ("95% interval | " if with_ci else "") + "macro F1 (directions) | exact match |",
+    rows = ["| system | micro F1 | macro F1 | " + ("95% interval | " if with_ci else "")
+            + "macro F1 (directions) | exact match |",
             "|---|---:|---:|" + ("---:|" if with_ci else "") + "---:|---:|"]
     for name, m in results.items():
         ci = f" {m['macro_f1_ci'][0]:.3f}–{m['macro_f1_ci'][1]:.3f} |" if with_ci else ""
@@ -283,7 +285,8 @@ def verdict(results: dict[str, dict], model_key: str, margin: float = 0.02, not_
         (m_lo, m_hi), (b_lo, b_hi) = results[model_key]["macro_f1_ci"], results[best]["macro_f1_ci"]
         if m_lo <= b_hi and b_lo <= m_hi:
             n = results[model_key].get("n", 0)
-            return (f"On these {n} test units the model and the strongest baseline, {best}, cannot be told apart: their "
+            return (f"On these {n} test units the model and the strongest baseline, {best}, "
+                    "cannot be told apart: their "
                     f"95% intervals overlap (model {model:.3f}, {m_lo:.3f}–{m_hi:.3f}; {best} {baselines[best]:.3f}, "
                     f"{b_lo:.3f}–{b_hi:.3f}; {others}). Compare them with `--cv`.")
     if model >= baselines[best] + margin:

@@ -33,7 +33,8 @@ def cache_unavailable_reason(model, count: int) -> str | None:
     config = model.config
     rates = [getattr(config, name, None) for name in ("hidden_dropout_prob", "attention_probs_dropout_prob")]
     if any(rate is None for rate in rates):
-        return f"{type(config).__name__} does not state a BERT body's dropout rates, so the frozen layers may not be fixed"
+        return (f"{type(config).__name__} does not state a BERT body's dropout rates, "
+                "so the frozen layers may not be fixed")
     if any(rate > 0 for rate in rates):
         return "dropout is on in the frozen layers, so their output differs between epochs (set model.dropout: 0)"
     return None

@@ -88,7 +88,8 @@ def _offline_message(name: str, error: Exception) -> str:
     if os.environ.get("HF_HUB_OFFLINE"):
         offline = " (HF_HUB_OFFLINE is set, so the Hub was not asked)"
     elif not local.exists():
-        offline = f" (the Hub at {os.environ.get('HF_ENDPOINT') or 'https://huggingface.co'} is not reachable from here)"
+        offline = (f" (the Hub at {os.environ.get('HF_ENDPOINT') or 'https://huggingface.co'} "
+                   "is not reachable from here)")
     else:
         offline = ""
     return (

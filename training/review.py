@@ -149,7 +149,8 @@ def label_config(taxonomy: Taxonomy, names_en: dict[str, str] | None = None) -> 
         "<View>",
         f"  <Header value={quoteattr(rule)} size=\"6\"/>",
         f"  <Text name=\"{TO_NAME}\" value=\"$text\"/>",
-        f"  <Choices name=\"{FROM_NAME}\" toName=\"{TO_NAME}\" choice=\"multiple\" showInline=\"false\" required=\"true\"",
+        (f"  <Choices name=\"{FROM_NAME}\" toName=\"{TO_NAME}\" choice=\"multiple\" showInline=\"false\""
+         " required=\"true\""),
         "           requiredMessage=\"Pick at least one label (other alone when the unit names no direction).\">",
         *choices,
         "  </Choices>",
@@ -164,7 +165,8 @@ def instructions_html(taxonomy: Taxonomy) -> str:
     """Short labelling rules for the project's instructions (GUIDELINES.md has the full version)."""
     import html
 
-    rows = "".join(f"<li><b>{html.escape(taxonomy.names.get(d, d))}</b> <code>{d}</code></li>" for d in taxonomy.directions)
+    rows = "".join(f"<li><b>{html.escape(taxonomy.names.get(d, d))}</b> <code>{d}</code></li>"
+                   for d in taxonomy.directions)
     return (
         "<h3>Label the unit on its own</h3>"
         "<p>A unit is one sentence, list item, heading or line of page furniture. Look at the page only to understand "
@@ -264,7 +266,8 @@ def existing_labels(files: Iterable[Path]) -> dict[str, tuple[tuple[str, ...], s
     for path in files:
         for line in read_jsonl(path):  # a line that is not JSON names no unit: skipped
             record = line.record
-            if isinstance(record, dict) and isinstance(record.get("text"), str) and isinstance(record.get("labels"), list):
+            if (isinstance(record, dict) and isinstance(record.get("text"), str)
+                    and isinstance(record.get("labels"), list)):
                 out.setdefault(clean(record["text"]), (tuple(sorted(record["labels"])), line.where))
     return out
 
@@ -311,7 +314,8 @@ def model_thresholds(model: str) -> tuple[dict[str, float], str]:
         stored = bentoml.models.get(model)
     except Exception as exc:  # noqa: BLE001 - bentoml raises NotFound or a tag-format error
         raise ReviewError(f"--model {model!r} is neither an artifact folder nor a model in the BentoML store "
-                          f"({type(exc).__name__}); pass the artifact folder or tag the crawl was scored with") from None
+                          f"({type(exc).__name__}); pass the artifact folder or tag the crawl was scored "
+                          "with") from None
     meta = json.loads((Path(stored.path) / ARTIFACT_FILE).read_text(encoding="utf-8"))
     return dict(zip(meta["directions"], meta["thresholds"])), str(stored.tag)
 
@@ -653,7 +657,8 @@ def label_issues(given: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.n
     missing = (full_given == 0) & (full_probs >= pos_t)
     wrong = (full_given == 1) & ((1 - full_probs) >= neg_t)
     self_conf = np.where(full_given == 1, full_probs, 1 - full_probs)
-    return (missing | wrong).any(axis=1), self_conf.min(axis=1), "confident learning (plain numpy; cleanlab not installed)"
+    return ((missing | wrong).any(axis=1), self_conf.min(axis=1),
+            "confident learning (plain numpy; cleanlab not installed)")
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -670,7 +675,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     examples = load_examples([str(p) for p in files], taxonomy)
     directions = list(taxonomy.directions)
     given = multi_hot(examples, taxonomy)
-    log.info("%d labelled units from %d files; %d-fold out-of-fold TF-IDF predictions", len(examples), len(files), args.k)
+    log.info("%d labelled units from %d files; %d-fold out-of-fold TF-IDF predictions",
+             len(examples), len(files), args.k)
     probs, preds = out_of_fold(examples, taxonomy, args.k, cfg.seed)
     flagged, quality, method = label_issues(given, probs)
     cues = cue_rules([ex.text for ex in examples], taxonomy)
@@ -710,19 +716,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=DEFAULT_CONFIG,
                         help=f"config whose data.label_files are the existing labels (default {DEFAULT_CONFIG})")
-    common.add_argument("--taxonomy", default="labels/taxonomy.yaml", help="label scheme (default labels/taxonomy.yaml)")
+    common.add_argument("--taxonomy", default="labels/taxonomy.yaml",
+                        help="label scheme (default labels/taxonomy.yaml)")
 
     exp = sub.add_parser("export", parents=[common], help="pick the units of a scored crawl most worth reviewing",
                          description="Write Label Studio tasks (with the model's labels as predictions), a labelling "
-                                     "config, instructions and a plain JSONL for the units most worth a human's minute: "
-                                     "closest to a threshold, where model and cue rules disagree, rare directions "
-                                     "first, near-duplicates collapsed.")
+                                     "config, instructions and a plain JSONL for the units most worth a human's "
+                                     "minute: closest to a threshold, where model and cue rules disagree, rare "
+                                     "directions first, near-duplicates collapsed.")
     exp.add_argument("scored", type=Path, help="unit JSONL written by python -m serving.batch")
     exp.add_argument("-n", type=int, default=200, help="how many units (default 200)")
     exp.add_argument("-o", "--output", type=Path, required=True, help="Label Studio task file to write (.json)")
     exp.add_argument("--model", default=None,
-                     help="artifact folder or BentoML tag the crawl was scored with, for its thresholds (default: the "
-                          "model named in the scorer's units.run.json, else thresholds inferred from the scored labels)")
+                     help="artifact folder or BentoML tag the crawl was scored with, for its thresholds "
+                          "(default: the model named in the scorer's units.run.json, else thresholds inferred "
+                          "from the scored labels)")
     exp.add_argument("--keep-labelled", action="store_true",
                      help="also propose units whose text already has labels (default: skip them)")
 
@@ -731,12 +739,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      "whose text already has other labels are listed as conflicts, not written.")
     imp.add_argument("export", type=Path, help="Label Studio JSON export, or the review JSONL edited by hand")
     imp.add_argument("--name", required=True, help="name of the reviewed label file (labels/reviewed/NAME.jsonl)")
-    imp.add_argument("--out-dir", type=Path, default=REVIEWED_DIR, help=f"folder to write into (default {REVIEWED_DIR})")
-    imp.add_argument("--annotator", default=None, help="annotator for JSONL lines without one (default: your user name)")
+    imp.add_argument("--out-dir", type=Path, default=REVIEWED_DIR,
+                     help=f"folder to write into (default {REVIEWED_DIR})")
+    imp.add_argument("--annotator", default=None,
+                     help="annotator for JSONL lines without one (default: your user name)")
 
     aud = sub.add_parser("audit", parents=[common], help="list labelled units that are most likely mislabelled",
                          description="Cross-validated out-of-fold TF-IDF predictions over every labelled unit, "
-                                     "confident learning (cleanlab) to find likely label errors, written as a review file.")
+                                     "confident learning (cleanlab) to find likely label errors, written as a "
+                                     "review file.")
     aud.add_argument("-o", "--output", type=Path, required=True, help="Label Studio task file to write (.json)")
     aud.add_argument("-n", type=int, default=100, help="how many units at most (default 100)")
     aud.add_argument("-k", type=int, default=5, help="folds (default 5)")

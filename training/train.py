@@ -397,7 +397,8 @@ def fit(cfg: Config, splits: Splits, taxonomy: Taxonomy, workdir: Path, progress
                                               seed=cfg.seed)
         log.info("model.tfidf_fusion: TF-IDF model trained; thresholds are tuned on the mean of both")
     rule = cfg.train.threshold_rule
-    classifier.thresholds = choose_thresholds(rule, multi_hot(splits.val, taxonomy), classifier.fuse(val_probs, val_texts))
+    classifier.thresholds = choose_thresholds(rule, multi_hot(splits.val, taxonomy),
+                                              classifier.fuse(val_probs, val_texts))
     log.info("thresholds (train.threshold_rule %s): %s", rule,
              ", ".join(f"{d}={t:.2f}" for d, t in zip(directions, classifier.thresholds)))
     return FitResult(classifier, float(trainer.state.epoch or 0), float(best), seconds, val_probs,
@@ -499,7 +500,8 @@ def write_artifact(out: Path, cfg: Config, taxonomy: Taxonomy, fitted: FitResult
     y_true = multi_hot(splits.test, taxonomy)
     plot_cooccurrence(cooccurrence(y_true, preds[MODEL]), taxonomy, out / "cooccurrence.png",
                       f"{cfg.name}: true vs predicted labels on {len(splits.test)} held-out real units")
-    headline = {k: results[MODEL][k] for k in ("micro_f1", "macro_f1", "macro_f1_ci", "macro_f1_directions", "exact_match")
+    headline = {k: results[MODEL][k]
+                for k in ("micro_f1", "macro_f1", "macro_f1_ci", "macro_f1_directions", "exact_match")
                 if k in results[MODEL]}
     meta = {
         "name": cfg.name,
@@ -528,9 +530,12 @@ def write_artifact(out: Path, cfg: Config, taxonomy: Taxonomy, fitted: FitResult
     (out / CALIBRATION_FILE).write_text("\n".join(ex.text for ex in splits.val[:256]) + "\n", encoding="utf-8")
     (out / ARTIFACT_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
     (out / "labels.json").write_text(json.dumps({"directions": meta["directions"], "other": taxonomy.other,
-                                                  "names": taxonomy.names}, ensure_ascii=False, indent=2), encoding="utf-8")
-    (out / "thresholds.json").write_text(json.dumps(dict(zip(taxonomy.directions, clf.thresholds)), indent=2), encoding="utf-8")
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False), encoding="utf-8")
+                                                  "names": taxonomy.names}, ensure_ascii=False, indent=2),
+                                     encoding="utf-8")
+    (out / "thresholds.json").write_text(json.dumps(dict(zip(taxonomy.directions, clf.thresholds)), indent=2),
+                                         encoding="utf-8")
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False),
+                                     encoding="utf-8")
     (out / "metrics.json").write_text(json.dumps({"test": results, "best_val_macro_ap": fitted.best_val_macro_ap,
                                                   "epochs_run": fitted.epochs_run}, indent=2), encoding="utf-8")
     (out / "report.md").write_text(single_report(cfg, taxonomy, fitted, splits, results, precision), encoding="utf-8")
@@ -560,20 +565,25 @@ def _scratch_warning(cfg: Config) -> str:
 FUSION_NOTE = f"""`{FUSION}` is not a baseline but the model and TF-IDF together: the mean of their probabilities,
 with thresholds set by the model's rule. Where it beats both, they err on different units; `model.tfidf_fusion: true`
 serves it."""
-ENCODER_NOTE = f"""The `model` row is the served model (`model.tfidf_fusion`): the mean of the encoder's and a TF-IDF model's
+ENCODER_NOTE = f"""The `model` row is the served model (`model.tfidf_fusion`): the mean of the encoder's and a \
+TF-IDF model's
 probabilities (the TF-IDF half is trained like the baseline), with the thresholds in `thresholds.json` set on that mean.
 `{ENCODER}` is its encoder half with thresholds of its own (same rule), for comparison; not a baseline."""
 FROZEN_NOTE = """A fourth system, logistic regression on the pretrained encoder's frozen mean-pooled vectors
 (before fine-tuning), shows what fine-tuning adds."""
-NO_FROZEN_NOTE = """The frozen-encoder baseline (what fine-tuning adds) is in `--cv` reports, or here with `--frozen-baseline`."""
+NO_FROZEN_NOTE = """The frozen-encoder baseline (what fine-tuning adds) is in `--cv` reports, or here with \
+`--frozen-baseline`."""
 
 
-def single_report(cfg: Config, taxonomy: Taxonomy, fitted: FitResult, splits: Splits, results: dict, precision: str) -> str:
+def single_report(cfg: Config, taxonomy: Taxonomy, fitted: FitResult, splits: Splits, results: dict,
+                  precision: str) -> str:
     clf = fitted.classifier
     return f"""# {cfg.name}: evaluation report
 
-Model `{cfg.model.name_or_path}`, {precision} training, {fitted.epochs_run:g} epochs in {fitted.train_seconds:.0f} s{_cache_note(fitted)}
-(best validation macro average precision {fitted.best_val_macro_ap:.3f}), preprocessing version {PREPROCESSING_VERSION}, seed {cfg.seed}.
+Model `{cfg.model.name_or_path}`, {precision} training, {fitted.epochs_run:g} epochs in \
+{fitted.train_seconds:.0f} s{_cache_note(fitted)}
+(best validation macro average precision {fitted.best_val_macro_ap:.3f}), preprocessing version \
+{PREPROCESSING_VERSION}, seed {cfg.seed}.
 {_precision_line(fitted)}{_scratch_warning(cfg)}
 The test set holds **real crawled units only** (authored units are training data, never the yardstick):
 {split_description(splits.test, cfg.data.split_by)}.
@@ -593,7 +603,8 @@ training split and its thresholds tuned on the same validation split as the mode
 
 {summary_table(results)}
 
-{verdict(results, MODEL, not_baselines=[FUSION, ENCODER])} The cue list was written by people who had read the seed pages,
+{verdict(results, MODEL, not_baselines=[FUSION, ENCODER])} The cue list was written by people who had read \
+the seed pages,
 so on seed units the cue rules are an optimistic yardstick.
 
 Macro F1 averages the labels present in the test split; "directions" leaves `other` out.
@@ -631,7 +642,8 @@ def run_single(cfg: Config, progress: bool = True, frozen_baseline: bool = False
         return out
     # The frozen-feature baseline costs one more pass of the encoder over every training unit
     # (over a minute for e5 on 2 cores); --cv always reports it, a single run only when asked.
-    scored = score_all(fitted, splits, taxonomy, cfg.seed, frozen_encoder(cfg, fitted.precision_choice.precision) if frozen_baseline else None,
+    scored = score_all(fitted, splits, taxonomy, cfg.seed,
+                       frozen_encoder(cfg, fitted.precision_choice.precision) if frozen_baseline else None,
                        cfg.train.threshold_rule)
     results, preds = scored.results, scored.preds
     y_test = multi_hot(splits.test, taxonomy)
@@ -648,7 +660,8 @@ def split_description(test: list[Example], split_by: str) -> str:
     if split_by == "unit":
         return "single units, stratified; units of one page sit on both sides"
     pages = sorted({ex.page or ex.text for ex in test})
-    return f"{len(pages)} whole page{'s' if len(pages) != 1 else ''} ({', '.join(pages[:4])}{', …' if len(pages) > 4 else ''})"
+    return (f"{len(pages)} whole page{'s' if len(pages) != 1 else ''} "
+            f"({', '.join(pages[:4])}{', …' if len(pages) > 4 else ''})")
 
 
 def run_cv(cfg: Config, k: int, real_only_arm: bool = True, baselines_only: bool = False,
@@ -677,7 +690,8 @@ def run_cv(cfg: Config, k: int, real_only_arm: bool = True, baselines_only: bool
                                  cfg.data.authored_val_fraction, cfg.seed + i)
             log.info("[%s] fold %d/%d: %d test units, %s", arm, i + 1, len(folds), len(test_idx),
                      split_description(splits.test, cfg.data.split_by))
-            fitted = None if baselines_only else fit(cfg, splits, taxonomy, out / "checkpoints", progress, frozen_states)
+            fitted = (None if baselines_only
+                      else fit(cfg, splits, taxonomy, out / "checkpoints", progress, frozen_states))
             scored = score_all(fitted, splits, taxonomy, cfg.seed + i, encoder, cfg.train.threshold_rule)
             fold_results[arm].append(scored.results)
             fold_probs[arm].append(scored.probs)
@@ -701,7 +715,8 @@ def run_cv(cfg: Config, k: int, real_only_arm: bool = True, baselines_only: bool
     (out / "metrics.json").write_text(json.dumps({"k": len(folds), "split_by": cfg.data.split_by,
                                                   "folds": fold_results, "decision": decision}, indent=2),
                                       encoding="utf-8")
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False), encoding="utf-8")
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False),
+                                     encoding="utf-8")
     (out / "report.md").write_text(cv_report(cfg, taxonomy, k, real, authored, fold_results, folds, decision),
                                    encoding="utf-8")
     log.info("cross-validation report written to %s", out / "report.md")
@@ -742,7 +757,8 @@ def cv_report(cfg: Config, taxonomy: Taxonomy, k: int, real: list[Example], auth
         pages = len({ex.page or ex.text for ex in real})
         how = (f"grouped by page (`data.split_by: page`): each of the {pages} pages sits whole in one fold"
                + (", one page per fold (leave-one-page-out)" if n == pages else ", folds balanced by label as far as "
-                  "whole pages allow") + " (a line repeated on several pages, such as a site's menu, may sit on both sides, as it "
+                  "whole pages allow")
+               + " (a line repeated on several pages, such as a site's menu, may sit on both sides, as it "
                "does when new pages of known sites are scored)")
     else:
         how = ("by single units (`data.split_by: unit`, multi-label stratified, identical texts kept in one fold): "
@@ -772,7 +788,8 @@ the {n} folds.
 
 {chr(10).join(rows)}
 {gain}
-{verdict(means, MODEL, not_baselines=[FUSION, ENCODER]) if MODEL in means else "Baselines only (--baselines-only): no model was trained."} (means over folds, "{main_arm}" arm)
+{verdict(means, MODEL, not_baselines=[FUSION, ENCODER]) if MODEL in means
+ else "Baselines only (--baselines-only): no model was trained."} (means over folds, "{main_arm}" arm)
 {FUSION_NOTE if FUSION in means else ENCODER_NOTE if ENCODER in means else ""}
 
 The cue rules need no training, so both arms show the same numbers for them. Their cue list
@@ -790,7 +807,8 @@ Mean ± std over the folds whose held-out units include the label.
 
 ![co-occurrence](cooccurrence.png)
 
-Reproduce: `python -m training.train --config {cfg.resolved_output_dir}-cv{k}/config.yaml --cv {k}` (the resolved config, saved here).
+Reproduce: `python -m training.train --config {cfg.resolved_output_dir}-cv{k}/config.yaml --cv {k}` \
+(the resolved config, saved here).
 """
 
 
@@ -815,8 +833,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-real-only", action="store_true",
                         help="with --cv: skip the second arm that trains on real units only (halves the time)")
     parser.add_argument("--baselines-only", action="store_true",
-                        help="with --cv: score only the baselines (TF-IDF, cue rules, frozen encoder) on the same folds, "
-                             "in minutes, without fine-tuning")
+                        help="with --cv: score only the baselines (TF-IDF, cue rules, frozen encoder) on the same "
+                             "folds, in minutes, without fine-tuning")
     parser.add_argument("--frozen-baseline", action="store_true",
                         help="one train/test run: also score logistic regression on the frozen pretrained encoder "
                              "(one more encoder pass over the training units; --cv always does)")
