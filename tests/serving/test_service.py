@@ -117,12 +117,47 @@ def test_bad_page_input(server) -> None:
     assert response.status_code == 200 and response.json()["units"] == [] and response.json()["summary"]["units"] == 0
 
 
+CLIENT_TEXTS = ["发展低空经济和商业航天", "推动氢能“制、储、运、加、用”全产业链协同发展", "上一篇 2024年9月24日",
+                "加快人形机器人和脑机接口产业发展", "新型储能和锂电池材料", "版权所有 联系我们", "卫星互联网与量子通信",
+                "生物制造和基因技术", "第三代半导体材料", "关于我们"]
+
+
+def raw_answers(server: str, texts: list[str], max_texts: int = 8) -> list[dict]:
+    """POST /classify by hand, in requests of at most the server's max_texts (FIC_MAX_TEXTS)."""
+    out = []
+    for start in range(0, len(texts), max_texts):
+        response = post(server, "/classify", {"texts": texts[start:start + max_texts]})
+        assert response.status_code == 200, response.text
+        out += response.json()
+    return out
+
+
+def assert_same_answers(got: list[dict], expected: list[dict]) -> None:
+    assert len(got) == len(expected)
+    for mine, raw in zip(got, expected):
+        assert set(mine) == set(raw) == {"labels", "top_label", "scores", "truncated"}
+        assert (mine["labels"], mine["top_label"], mine["truncated"]) == \
+            (raw["labels"], raw["top_label"], raw["truncated"])
+        assert set(mine["scores"]) == set(raw["scores"])
+        # Other requests batched alongside can change padding, hence float noise in the last digits.
+        assert mine["scores"] == pytest.approx(raw["scores"], abs=1e-5)
+
+
 def test_python_client(server) -> None:
     import bentoml
 
+    from serving.client import ClassifierClient
+
+    texts = CLIENT_TEXTS[:8]  # one request's worth (FIC_MAX_TEXTS=8)
+    expected = raw_answers(server, texts)
     with bentoml.SyncHTTPClient(server) as client:
-        results = client.classify(texts=["发展低空经济和商业航天"])
-    assert len(results) == 1 and results[0]["labels"]
+        assert_same_answers(client.classify(texts=texts), expected)
+    # Our own client: the same answers, also for a list longer than max_texts (split into two requests).
+    with ClassifierClient(server) as client:
+        assert_same_answers(client.classify(texts), expected)
+        assert_same_answers(client.classify(CLIENT_TEXTS), raw_answers(server, CLIENT_TEXTS))
+    # The answers differ from text to text, so one repeated or misplaced answer would not pass for the right one.
+    assert len({r["scores"]["other"] for r in expected}) == len(texts)
 
 
 # ----------------------------------------------------------------------------- batch scoring

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import TINY, train_tiny
 from runtime.classifier import Classifier
 from runtime.text import PREPROCESSING_VERSION, split_units
+from tests.conftest import TINY, train_tiny
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,10 @@ def test_artifact_is_self_describing(tiny_artifact) -> None:
     assert meta["directions"] == ["future_manufacturing", "future_information", "future_materials",
                                   "future_energy", "future_space", "future_health"]
     assert len(meta["thresholds"]) == 6 and meta["other"] == "other"
-    assert 0 <= meta["metrics"]["macro_f1"] <= 1
+    # The headline figures are the model's row of metrics.json (the test-set recomputation is below).
+    reported = json.loads((tiny_artifact / "metrics.json").read_text())["test"]["model"]
+    assert {k: meta["metrics"][k] for k in ("micro_f1", "macro_f1", "macro_f1_directions", "exact_match")} == \
+        {k: reported[k] for k in ("micro_f1", "macro_f1", "macro_f1_directions", "exact_match")}
     report = (tiny_artifact / "report.md").read_text()
     for system in ("| model |", "| tfidf+logreg |", "| cue rules |"):
         assert system in report
@@ -58,8 +61,8 @@ def test_reloaded_artifact_predicts_identically(tiny_artifact, tmp_path) -> None
 def test_fused_artifact_averages_encoder_and_tfidf(tiny_artifact, tmp_path) -> None:
     import shutil
 
-    from runtime.lexical import LexicalModel
     from runtime.errors import ArtifactError
+    from runtime.lexical import LexicalModel
 
     meta = json.loads((tiny_artifact / "artifact.json").read_text())
     assert meta["tfidf_fusion"] is True and LexicalModel.present(tiny_artifact)
@@ -178,19 +181,67 @@ def test_faster_precisions_stay_close_to_fp32(tiny_artifact, precision, max_diff
     assert np.mean(same) >= 0.95
 
 
-def test_auto_precision_keeps_agreement(tiny_artifact) -> None:
-    clf = Classifier.from_artifact(tiny_artifact, precision="auto")
-    assert clf.precision in clf.available_precisions()
-    assert (tiny_artifact / "calibration.txt").read_text(encoding="utf-8").strip()
+def test_auto_precision_keeps_agreement(tiny_artifact, tmp_path) -> None:
+    import shutil
+
+    from runtime.artifact import calibration_units
+    from runtime.precision import AUTO_MIN_AGREEMENT, AUTO_MIN_UNITS, PRECISION_FILE
+
+    # auto records its choice in the folder; a copy keeps the shared artifact as the other tests expect it.
+    artifact = shutil.copytree(tiny_artifact, tmp_path / "auto")
+    clf = Classifier.from_artifact(artifact, precision="auto")
+    assert clf.precision in clf.available_precisions() and clf.precision_source == "decided"
+    calibration = calibration_units(artifact)
+    # Enough units that auto measured instead of falling back to fp32 untimed.
+    assert calibration and len(calibration) >= AUTO_MIN_UNITS
+    record = json.loads((artifact / PRECISION_FILE).read_text())
+    assert record["precision"] == clf.precision and clf.precision in record["options"]
+    # The choice, as loaded now, gives fp32's label sets on the calibration units.
+    fp32 = Classifier.from_artifact(artifact, precision="fp32")
+    assert fp32.precision == "fp32"
+    chosen = [p.labels for p in clf.predict(calibration, already_clean=True)]
+    reference = [p.labels for p in fp32.predict(calibration, already_clean=True)]
+    agreement = np.mean([a == b for a, b in zip(chosen, reference)])
+    assert agreement >= AUTO_MIN_AGREEMENT, (clf.precision, agreement)
+    assert record["options"][clf.precision]["agreement_with_fp32"] >= AUTO_MIN_AGREEMENT
     with pytest.raises(ValueError, match="precision must be one of"):
         clf.set_precision("fp8")
+
+
+def test_reported_metrics_are_those_of_the_artifacts_test_predictions(tiny_artifact) -> None:
+    """Rebuild the held-out split from the artifact's own config, predict it with the saved model, and score
+    it with training.evaluate.metrics: the figures must be the ones the artifact reports."""
+    from runtime.artifact import calibration_units
+    from runtime.decide import label_matrix
+    from runtime.taxonomy import load_taxonomy
+    from training.config import load_config
+    from training.data import load_examples, make_splits, multi_hot
+    from training.evaluate import metrics
+    from training.train import split_real_authored
+
+    cfg = load_config(tiny_artifact / "config.yaml")
+    taxonomy = load_taxonomy(cfg.data.taxonomy)
+    real, authored = split_real_authored(load_examples(cfg.data.label_files, taxonomy))
+    splits = make_splits(real, authored, taxonomy, None, cfg.data.val_fraction, cfg.data.test_fraction,
+                         cfg.data.authored_val_fraction, cfg.seed, cfg.data.split_by)
+    # The same split training made: its validation units are the artifact's calibration units.
+    assert calibration_units(tiny_artifact) == [ex.text for ex in splits.val[:256]]
+    clf = Classifier.from_artifact(tiny_artifact, precision="fp32", batch_size=cfg.train.eval_batch_size)
+    predicted = label_matrix(clf.predict([ex.text for ex in splits.test], already_clean=True), clf.directions)
+    expected = metrics(multi_hot(splits.test, taxonomy), predicted, taxonomy)
+    meta = json.loads((tiny_artifact / "artifact.json").read_text())
+    reported = json.loads((tiny_artifact / "metrics.json").read_text())["test"]["model"]
+    assert reported["n"] == expected["n"] == len(splits.test)
+    assert reported["per_label"] == expected["per_label"]
+    for key in ("micro_f1", "macro_f1", "macro_f1_directions", "exact_match"):
+        assert meta["metrics"][key] == pytest.approx(expected[key], abs=1e-12), key
 
 
 def test_mean_pooling_on_a_non_bert_checkpoint_says_what_to_set(tmp_path) -> None:
     from transformers import BertTokenizer, RobertaConfig, RobertaModel
 
-    from training.model import ModelResolutionError, load_pretrained
     from runtime.taxonomy import load_taxonomy
+    from training.model import ModelResolutionError, load_pretrained
 
     BertTokenizer(vocab={"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "氢": 4}).save_pretrained(tmp_path)
     RobertaModel(RobertaConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
@@ -206,8 +257,8 @@ def test_loading_a_pretrained_encoder_prints_no_transformers_warnings(tmp_path, 
     # "layers were not sharded" on a plain CPU load) read like errors to a new user.
     from transformers import BertConfig, BertModel, BertTokenizer
 
-    from training.model import load_pretrained
     from runtime.taxonomy import load_taxonomy
+    from training.model import load_pretrained
 
     BertTokenizer(vocab={"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "氢": 4}).save_pretrained(tmp_path)
     BertModel(BertConfig(vocab_size=5, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
@@ -224,9 +275,9 @@ def test_freezing_lower_layers_and_dropout_reach_the_model(tmp_path) -> None:
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer
 
+    from runtime.taxonomy import load_taxonomy
     from training.config import ConfigError, ModelConfig
     from training.model import build_model
-    from runtime.taxonomy import load_taxonomy
 
     BertTokenizer(vocab={"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "氢": 4}).save_pretrained(tmp_path)
     BertModel(BertConfig(vocab_size=5, hidden_size=8, num_hidden_layers=3, num_attention_heads=2,
@@ -299,10 +350,10 @@ def test_cached_frozen_layers_give_the_full_models_logits_and_gradients(tmp_path
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer
 
+    from runtime.taxonomy import load_taxonomy
     from training.config import ModelConfig
     from training.frozen_cache import FrozenLayersCache, cache_unavailable_reason
     from training.model import build_model
-    from runtime.taxonomy import load_taxonomy
 
     chars = "氢能芯片卫星材料"
     BertTokenizer(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *chars])}).save_pretrained(tmp_path)
