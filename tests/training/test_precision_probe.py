@@ -45,8 +45,11 @@ def tiny_encoder(tmp_path, *overrides: str):
                   ).save_pretrained(tmp_path)
     BertModel(BertConfig(vocab_size=len(chars) + 4, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
                          intermediate_size=32)).save_pretrained(tmp_path)
+    # Nothing frozen and the encoder alone, unlike the default recipe: a 3-layer body to time.
     cfg = load_config(None, [f"model.name_or_path={tmp_path}", "model.pooling=mean", "train.batch_size=8",
-                             "data.max_length=32", *overrides])
+                             "data.max_length=32", "model.freeze_layers=0", "model.freeze_word_embeddings=false",
+                             "model.dropout=null", "model.text_prefix=", "model.tfidf_fusion=false",
+                             "train.head_learning_rate=0", *overrides])
     model, tokenizer = build_model(cfg.model, taxonomy, [], cfg.data.max_length)
     return cfg, model, tokenizer, to_dataset(examples, taxonomy, tokenizer, cfg.data.max_length)
 

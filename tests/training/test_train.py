@@ -387,7 +387,7 @@ def test_cached_frozen_layers_give_the_full_models_logits_and_gradients(tmp_path
     # Outside the block the model is whole again: unseen text runs through every layer.
     assert "forward" not in model.bert.embeddings.__dict__
     model(**tokenizer(["氢氢氢"], return_tensors="pt"))
-    on, _ = build_model(ModelConfig(name_or_path=str(tmp_path), pooling="mean", freeze_layers=2),
+    on, _ = build_model(ModelConfig(name_or_path=str(tmp_path), pooling="mean", freeze_layers=2, dropout=None),
                         load_taxonomy(), [], 16)
     assert "dropout is on" in cache_unavailable_reason(on, 2) and cache_unavailable_reason(model, 2) is None
 
