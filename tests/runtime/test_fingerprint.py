@@ -17,7 +17,9 @@ from tests.conftest import train_tiny
 
 pytest.importorskip("onnxruntime", reason="ONNX Runtime is the onnx extra (in the test extra)")
 
-TEXTS = ["推动人形机器人产业发展。", "发展氢能和新型储能，建设新型电力系统。", "版权所有", "量子计算", "培育商业航天。"] * 4
+TEXTS = [
+    "推动人形机器人产业发展。", "发展氢能和新型储能，建设新型电力系统。", "版权所有", "量子计算", "培育商业航天。",
+] * 4
 
 
 def copy_without_derived(source: Path, target: Path) -> Path:

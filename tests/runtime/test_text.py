@@ -36,7 +36,10 @@ def test_clean(raw: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "aside",
-    ["高原(北京)文化传播有限公司", "(记者马志辉)", "《行动方案》(下称《方案》)", "北京(Beijing)", "拼音(pīnyīn)", "AI(人工智能)"],
+    [
+        "高原(北京)文化传播有限公司", "(记者马志辉)", "《行动方案》(下称《方案》)", "北京(Beijing)", "拼音(pīnyīn)",
+        "AI(人工智能)",
+    ],
 )
 def test_clean_keeps_real_asides(aside: str) -> None:
     assert clean(aside) == aside

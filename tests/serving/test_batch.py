@@ -194,7 +194,8 @@ def test_ray_engine_resolves_precision_by_the_same_rule(tiny_artifact, tmp_path)
     assert not (model / PRECISION_FILE).exists()
     assert record_precision(model, {"precision": "int8", "decided_by": "test"})
     for requested in (None, "auto"):
-        assert resolve_precision(model, requested, 64) == Classifier.from_artifact(model, precision=requested).precision == "int8"
+        assert (resolve_precision(model, requested, 64)
+                == Classifier.from_artifact(model, precision=requested).precision == "int8")
     assert resolve_precision(model, "fp32", 64) == "fp32"
 
 
@@ -245,7 +246,8 @@ def test_parquet_output_equals_jsonl_and_survives_a_crash(tiny_artifact, tmp_pat
     assert f"skipped {len(lines) - len(last_docs)} (already in output)" in err
     assert not list(parquet.glob("*.tmp"))
     assert sorted_units(output.read_units(parquet)) == sorted_units(clean)
-    assert sorted(p["doc_id"] for p in read_jsonl(pages)) == sorted(p["doc_id"] for p in read_jsonl(jsonl.with_name("units.pages.jsonl")))
+    assert (sorted(p["doc_id"] for p in read_jsonl(pages))
+            == sorted(p["doc_id"] for p in read_jsonl(jsonl.with_name("units.pages.jsonl"))))
 
 
 def test_file_uri_input_reads_like_a_local_folder(tiny_artifact, tmp_path, capsys) -> None:
@@ -256,7 +258,8 @@ def test_file_uri_input_reads_like_a_local_folder(tiny_artifact, tmp_path, capsy
     assert code == 1 and "file:///no/such/folder: no such file or folder" in err
     strip = lambda rows: [{k: v for k, v in r.items() if k != "source"} for r in rows]  # noqa: E731
     assert read_jsonl(remote) == read_jsonl(local)
-    assert strip(read_jsonl(remote.with_name("uri.pages.jsonl"))) == strip(read_jsonl(local.with_name("local.pages.jsonl")))
+    assert (strip(read_jsonl(remote.with_name("uri.pages.jsonl")))
+            == strip(read_jsonl(local.with_name("local.pages.jsonl"))))
 
 
 def free_port() -> int:
@@ -286,7 +289,8 @@ def test_s3_input_over_a_local_s3_server(tiny_artifact, tmp_path, capsys, monkey
             with s3.open_output_stream(f"crawls/seeds/{page.name}") as handle:
                 handle.write(page.read_bytes())
         with s3.open_output_stream("crawls/seeds/more/pages.jsonl") as handle:
-            handle.write(json.dumps({"id": "s3-1", "text": "上海发布低空经济行动方案。"}, ensure_ascii=False).encode() + b"\nnot json\n")
+            handle.write(json.dumps({"id": "s3-1", "text": "上海发布低空经济行动方案。"}, ensure_ascii=False).encode()
+                         + b"\nnot json\n")
         query = f"?endpoint_override=127.0.0.1:{port}&scheme=http"
         local, remote = tmp_path / "local.jsonl", tmp_path / "s3.jsonl"
         common = ["--model", str(tiny_artifact), "--precision", "fp32"]

@@ -97,7 +97,8 @@ def test_ray_engine_matches_in_process_and_skips_bad_files(ray_address, tiny_art
     c = run([crawl.as_uri()], parquet, str(tiny_artifact), precision="fp32", engine="ray", actors=1)
     assert (c.written, c.units) == (a.written, a.units)
     expected, got = load(local), read_units(parquet)
-    assert [(r["doc_id"], r["index"], r["labels"]) for r in got] == [(r["doc_id"], r["index"], r["labels"]) for r in expected]
+    assert ([(r["doc_id"], r["index"], r["labels"]) for r in got]
+            == [(r["doc_id"], r["index"], r["labels"]) for r in expected])
     assert np.allclose([list(r["scores"].values()) for r in got], [list(r["scores"].values()) for r in expected],
                        atol=1e-4)
 

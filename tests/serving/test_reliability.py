@@ -289,7 +289,8 @@ def test_settings_accept_what_the_docstring_promises() -> None:
 
     assert whole_number("N", 64, env={}) == 64 and whole_number("N", None, env={"N": " "}) is None
     assert whole_number("N", 64, env={"N": " 8 "}) == 8 and whole_number("N", 1, env={"N": "8_000_000"}) == 8000000
-    assert [switch("B", True, env={"B": v}) for v in ("off", "FALSE", "0", "no", "on", "Yes", "1")] == [False] * 4 + [True] * 3
+    assert ([switch("B", True, env={"B": v}) for v in ("off", "FALSE", "0", "no", "on", "Yes", "1")]
+            == [False] * 4 + [True] * 3)
     assert choice("P", "auto", ("fp32", "auto"), env={"P": "FP32"}) == "fp32"
     for call in (lambda: whole_number("N", 1, env={"N": "-3"}), lambda: whole_number("N", 1, env={"N": "1.5"}),
                  lambda: switch("B", True, env={"B": "maybe"}), lambda: choice("P", "auto", ("auto",), env={"P": "x"})):

@@ -27,8 +27,9 @@ def score_seed_crawl(artifact: Path, out_dir: Path) -> Path:
             handle.write(json.dumps({"id": path.stem, "url": url, "text": path.read_text(encoding="utf-8")},
                                     ensure_ascii=False) + "\n")
     out = out_dir / "scored" / "units.jsonl"
-    result = subprocess.run([sys.executable, "-m", "serving.batch", str(crawl), "-o", str(out), "--model", str(artifact),
-                             "--precision", "fp32", "--no-progress"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "serving.batch", str(crawl), "-o", str(out), "--model",
+                             str(artifact), "--precision", "fp32", "--no-progress"],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return out
 

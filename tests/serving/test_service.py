@@ -83,7 +83,8 @@ def test_classify_page_gives_units_spans_and_summary(server) -> None:
            [(u.index, u.start, u.end, u.text) for u in units]
     summary = body["summary"]
     assert summary["units"] == len(units)
-    assert sum(1 for u in body["units"] if u["labels"] == ["other"]) / len(units) == pytest.approx(summary["other_share"], abs=1e-3)
+    assert (sum(1 for u in body["units"] if u["labels"] == ["other"]) / len(units)
+            == pytest.approx(summary["other_share"], abs=1e-3))
 
 
 @pytest.mark.parametrize(
@@ -165,8 +166,8 @@ def test_python_client(server) -> None:
 
 def run_batch(inputs: list[str], out: Path, model: str, env: dict, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "serving.batch", *inputs, "-o", str(out), "--model", model,
-                           "--no-progress", "--chunk-units", "64", "--precision", "fp32"], capture_output=True, text=True, env=env,
-                          timeout=300, **kwargs)
+                           "--no-progress", "--chunk-units", "64", "--precision", "fp32"],
+                          capture_output=True, text=True, env=env, timeout=300, **kwargs)
 
 
 def test_batch_scores_seeds_like_the_service(server, model_tag, bento_home, tmp_path) -> None:
@@ -198,15 +199,18 @@ def test_batch_reads_html_gbk_big5_and_reports_failures(tiny_artifact, tmp_path)
     crawl.mkdir()
     (crawl / "gbk.txt").write_bytes("推动氢能产业发展。版权所有。".encode("gbk"))
     (crawl / "big5.txt").write_bytes("發展低空經濟，培育商業航天。".encode("big5"))
-    (crawl / "page.html").write_text("<html><head><style>p{color:red}</style></head><body><script>var x='脚本';</script>"
-                                     "<p>发展量子科技。</p><nav>首页</nav></body></html>", encoding="utf-8")
-    (crawl / "pages.jsonl").write_text(json.dumps({"id": "a", "text": "建设智算中心。", "url": "http://x"}, ensure_ascii=False)
+    (crawl / "page.html").write_text("<html><head><style>p{color:red}</style></head><body><script>var x='脚本';"
+                                     "</script><p>发展量子科技。</p><nav>首页</nav></body></html>",
+                                     encoding="utf-8")
+    (crawl / "pages.jsonl").write_text(json.dumps({"id": "a", "text": "建设智算中心。", "url": "http://x"},
+                                                  ensure_ascii=False)
                                        + "\n{not json\n" + json.dumps({"url": "no text"}) + "\n", encoding="utf-8")
     out = tmp_path / "out" / "units.jsonl"
     result = run_batch([str(crawl), str(tmp_path / "missing.txt")], out, str(tiny_artifact), dict(os.environ))
     assert result.returncode == 1  # some inputs failed; the rest were written
     assert "documents read 7, skipped 0 (already in output), failed 3, written 4" in result.stderr
-    assert "not valid JSON" in result.stderr and "no string field 'text'" in result.stderr and "no such file" in result.stderr
+    assert ("not valid JSON" in result.stderr and "no string field 'text'" in result.stderr
+            and "no such file" in result.stderr)
     texts = {json.loads(line)["doc_id"]: [] for line in out.read_text(encoding="utf-8").splitlines()}
     for line in out.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)

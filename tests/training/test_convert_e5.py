@@ -31,7 +31,8 @@ def parity_texts() -> list[str]:
         texts += [json.loads(line)["text"] for line in lines[::3]]
     raw = Path("seeds/001_c370f3aba9b43165.txt").read_text(encoding="utf-8").splitlines()  # uncleaned, glosses
     return texts + raw + [
-        "", "   ", "產(chǎn)業(yè)發展", "人形機(jī)器人", "😀🚀 AI 大模型 GPT-4o 6G 5.5G", "Ｆｕｌｌｗｉｄｔｈ ～ ①② ㈱",
+        "", "   ", "產(chǎn)業(yè)發展", "人形機(jī)器人", "😀🚀 AI 大模型 GPT-4o 6G 5.5G",
+        "Ｆｕｌｌｗｉｄｔｈ ～ ①② ㈱",
         "a\tb\nc\r\nd", "𠀀𠀁𠀂 rare characters in a row", "e\u0301 café", "\u200b零宽\ufeff", "100%  2024年  3.2K0",
     ]
 
@@ -53,9 +54,11 @@ def test_conversion_writes_a_standard_checkpoint_and_is_reused(checkpoint: Path)
 
     for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md", "conversion.json"):
         assert (checkpoint / name).is_file(), name
-    assert (checkpoint / "model.safetensors").stat().st_mode & 0o777 == (checkpoint / "config.json").stat().st_mode & 0o777
+    assert ((checkpoint / "model.safetensors").stat().st_mode & 0o777
+            == (checkpoint / "config.json").stat().st_mode & 0o777)
     config = AutoConfig.from_pretrained(checkpoint)
-    assert (config.model_type, config.num_hidden_layers, config.hidden_size, config.vocab_size) == ("bert", 12, 384, 250037)
+    assert ((config.model_type, config.num_hidden_layers, config.hidden_size, config.vocab_size)
+            == ("bert", 12, 384, 250037))
     record = json.loads((checkpoint / "conversion.json").read_text())
     assert record["source_sha256"] == convert_e5.sha256(convert_e5.source_path())
     assert record["source_sha256"] in (checkpoint / "README.md").read_text()
@@ -94,7 +97,8 @@ def engine_tokenize(tmp_path_factory):
     lib = ctypes.CDLL(str(lib_path))
     lib.e5_load.restype = ctypes.c_void_p
     lib.e5_load.argtypes = [ctypes.c_char_p]
-    lib.fic_tokenize.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+    lib.fic_tokenize.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int),
+                                 ctypes.c_int]
     model = lib.e5_load(str(convert_e5.source_path()).encode())
     assert model, "the engine could not load the model file"
 
@@ -164,7 +168,8 @@ def test_pooled_classifier_round_trips_through_the_auto_classes(tmp_path) -> Non
         ids = torch.tensor([[2, 5, 7, 9, 0, 0], [2, 4, 4, 3, 8, 1]])
         mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
         with torch.inference_mode():
-            assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, loaded(input_ids=ids, attention_mask=mask).logits)
+            assert torch.equal(model(input_ids=ids, attention_mask=mask).logits,
+                               loaded(input_ids=ids, attention_mask=mask).logits)
         state, reloaded = model.state_dict(), loaded.state_dict()
         assert state.keys() == reloaded.keys() and all(torch.equal(state[k], reloaded[k]) for k in state)
 
@@ -224,7 +229,8 @@ def test_chinese_vocabulary_gives_our_text_the_same_pieces(checkpoint: Path) -> 
     others = [t for t in every if t not in set(texts)]
     if others:  # <unk> only where the whole vocabulary has one too (U+FFFD is <unk> in both)
         pairs = zip(full_tok(others)["input_ids"], zh_tok(others)["input_ids"])
-        assert not [t for t, (a, b) in zip(others, pairs) if full_tok.unk_token_id not in a and zh_tok.unk_token_id in b]
+        assert not [t for t, (a, b) in zip(others, pairs)
+                    if full_tok.unk_token_id not in a and zh_tok.unk_token_id in b]
     key = "embeddings.word_embeddings.weight"
     full_rows = load_file(checkpoint / "model.safetensors")[key]
     zh_rows = load_file(zh / "model.safetensors")[key]
@@ -242,8 +248,10 @@ def test_short_fine_tune_writes_a_servable_artifact(checkpoint: Path, tmp_path, 
 
     filled = []  # the recipe freezes 6 layers with dropout off: their output is computed once per unit
     original_fill = FrozenLayersCache.fill
-    monkeypatch.setattr(FrozenLayersCache, "fill",
-                        lambda self, sequences, **kw: filled.append(len(sequences)) or original_fill(self, sequences, **kw))
+    monkeypatch.setattr(
+        FrozenLayersCache, "fill",
+        lambda self, sequences, **kw: filled.append(len(sequences)) or original_fill(self, sequences, **kw),
+    )
 
     out = tmp_path / "e5"
     args = ["--config", "configs/offline-e5-small.yaml", "--quiet", "--frozen-baseline",

@@ -89,14 +89,16 @@ def label_studio(tmp_path_factory):
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"label-studio exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}")
+                pytest.fail(f"label-studio exited with {proc.returncode}:\n"
+                            f"{log_path.read_text(errors='replace')[-3000:]}")
             try:
                 if client.get("/api/projects").status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"label-studio not ready in {START_TIMEOUT_S} s:\n{log_path.read_text(errors='replace')[-3000:]}")
+                pytest.fail(f"label-studio not ready in {START_TIMEOUT_S} s:\n"
+                            f"{log_path.read_text(errors='replace')[-3000:]}")
             time.sleep(2)
         print(f"\nlabel-studio ready in {time.perf_counter() - started:.0f} s at {base}")
         yield client
@@ -126,7 +128,8 @@ def test_round_trip(label_studio, tiny_artifact, tmp_path) -> None:
     (crawl / "page.txt").write_text(PAGE, encoding="utf-8")
     scored = tmp_path / "scored" / "units.jsonl"
     result = subprocess.run([sys.executable, "-m", "serving.batch", str(crawl), "-o", str(scored), "--model",
-                             str(tiny_artifact), "--precision", "fp32", "--no-progress"], capture_output=True, text=True)
+                             str(tiny_artifact), "--precision", "fp32", "--no-progress"],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     export = tmp_path / "review" / "crawl.json"
     assert review(["export", str(scored), "-n", "8", "-o", str(export), "--model", str(tiny_artifact)]) == 0

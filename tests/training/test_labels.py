@@ -93,7 +93,9 @@ def test_authored_corpus_covers_every_direction(taxonomy) -> None:
     texts = [ex.text for ex in examples]
     for direction in taxonomy.directions:
         for cue in taxonomy.cues[direction]:
-            assert sum(cue.lower() in t.lower() for t in texts) >= 2, f"cue {cue!r} of {direction} appears in fewer than 2 units"
+            assert sum(cue.lower() in t.lower() for t in texts) >= 2, (
+                f"cue {cue!r} of {direction} appears in fewer than 2 units"
+            )
 
 
 def _grams(text: str, n: int = 5) -> frozenset[str]:
@@ -135,7 +137,8 @@ def test_no_duplicates_between_authored_units_or_against_seeds(taxonomy) -> None
             continue  # real pages repeat their own headline; that is the data, not a labelling mistake
         on_page = str(PAGES_FILE) in examples[i].ref or str(PAGES_FILE) in examples[j].ref
         if on_page and len(texts[i]) <= 12:
-            continue  # whole pages carry the short furniture every site has (相关新闻, 分享); sentences must stay unique
+            # whole pages carry the short furniture every site has (相关新闻, 分享); sentences must stay unique
+            continue
         kind = "exact duplicate" if texts[i] == texts[j] else f"near-duplicate (5-gram Jaccard {jaccard:.2f})"
         problems.append(f"{kind}: {examples[i].ref} ~ {examples[j].ref}: {texts[i][:40]}")
     assert not problems, "\n".join(problems)
@@ -157,7 +160,9 @@ def test_authored_direction_units_come_in_the_spread_of_lengths_real_pages_have(
     written at one length teaches the model that length."""
     lengths = [len(text) for _, text, labels in register["authored"] if labels != ("other",)]
     p25, p75 = np.percentile(lengths, [25, 75])
-    assert p75 - p25 >= 35, f"authored direction units' lengths have an interquartile range of {p75 - p25:.0f} characters"
+    assert p75 - p25 >= 35, (
+        f"authored direction units' lengths have an interquartile range of {p75 - p25:.0f} characters"
+    )
 
 
 def test_most_authored_units_are_other_as_on_real_pages(register) -> None:

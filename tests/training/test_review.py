@@ -1,4 +1,7 @@
-"""Review export, import and audit, without a Label Studio server (tests/training/test_label_studio.py has the real one)."""
+(
+    """Review export, import and audit, without a Label Studio server """
+    """(tests/training/test_label_studio.py has the real one)."""
+)
 
 from __future__ import annotations
 
@@ -37,7 +40,8 @@ def _jaccard(a: str, b: str) -> float:
 
 def test_export_writes_label_studio_tasks_config_and_jsonl(scored, tiny_artifact, tmp_path, capsys) -> None:
     out = tmp_path / "review.json"
-    assert main(["export", str(scored), "-n", "25", "-o", str(out), "--model", str(tiny_artifact), "--keep-labelled"]) == 0
+    assert main(["export", str(scored), "-n", "25", "-o", str(out), "--model", str(tiny_artifact),
+                 "--keep-labelled"]) == 0
     tasks = json.loads(out.read_text(encoding="utf-8"))
     assert len(tasks) == 25
     for task in tasks:
@@ -148,7 +152,8 @@ def test_import_edited_jsonl(tmp_path) -> None:
     ]) + "\n", encoding="utf-8")
     result = import_answers(edited, "by-hand", TAXONOMY, [], tmp_path / "reviewed", "li")
     assert result["written"] == 2 and result["unanswered"] == 1 and not result["problems"]
-    records = [json.loads(x) for x in (tmp_path / "reviewed" / "by-hand.jsonl").read_text(encoding="utf-8").splitlines()]
+    records = [json.loads(x)
+               for x in (tmp_path / "reviewed" / "by-hand.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["annotator"] for r in records] == ["li", "wang"] and records[0]["model_labels"] == ["other"]
 
 

@@ -28,7 +28,8 @@ def pages_of(examples: list[Example], idx) -> set[str]:
 
 def test_page_groups_keep_a_page_together_and_group_pageless_units_by_text() -> None:
     units = [*page("a", 3), *page("b", 2),
-             Example("无页", OTHER, "user", "x:1"), Example("无页", OTHER, "user", "x:2"), Example("另一句", OTHER, "user", "x:3")]
+             Example("无页", OTHER, "user", "x:1"), Example("无页", OTHER, "user", "x:2"),
+             Example("另一句", OTHER, "user", "x:3")]
     groups = page_groups(units)
     assert len(set(groups[:3])) == 1 and len(set(groups[3:5])) == 1 and groups[0] != groups[3]
     assert groups[5] == groups[6] != groups[7]

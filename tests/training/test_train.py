@@ -114,7 +114,8 @@ def test_same_seed_retrains_to_the_same_model(tiny_artifact, tmp_path) -> None:
     texts = seed_texts()
     np.testing.assert_array_equal(Classifier.from_artifact(tiny_artifact).probabilities(texts),
                                   Classifier.from_artifact(again).probabilities(texts))
-    assert json.loads((again / "thresholds.json").read_text()) == json.loads((tiny_artifact / "thresholds.json").read_text())
+    assert (json.loads((again / "thresholds.json").read_text())
+            == json.loads((tiny_artifact / "thresholds.json").read_text()))
 
 
 def test_cross_validation_writes_a_report(tmp_path) -> None:
@@ -151,7 +152,8 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def test_unresolvable_model_name_fails_with_one_clear_message(tmp_path) -> None:
     result = run_cli("--config", "configs/bert-base-chinese.yaml", "--set", f"output_dir={tmp_path}",
-                     "--set", "model.name_or_path=no-such-org/no-such-bert", "--set", "data.label_files=[labels/seed_units.jsonl]",
+                     "--set", "model.name_or_path=no-such-org/no-such-bert",
+                     "--set", "data.label_files=[labels/seed_units.jsonl]",
                      env={"HF_HUB_OFFLINE": "1"})
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -356,7 +358,8 @@ def test_cached_frozen_layers_give_the_full_models_logits_and_gradients(tmp_path
     from training.model import build_model
 
     chars = "氢能芯片卫星材料"
-    BertTokenizer(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *chars])}).save_pretrained(tmp_path)
+    BertTokenizer(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]",
+                                                     *chars])}).save_pretrained(tmp_path)
     BertModel(BertConfig(vocab_size=12, hidden_size=8, num_hidden_layers=3, num_attention_heads=2,
                          intermediate_size=16)).save_pretrained(tmp_path)
     model, tokenizer = build_model(ModelConfig(name_or_path=str(tmp_path), pooling="mean", freeze_layers=2,
@@ -413,7 +416,8 @@ def test_cv_folds_share_one_frozen_layer_pass_over_each_unit(tmp_path, monkeypat
 
     texts = [json.loads(line)["text"] for line in open("labels/seed_units.jsonl", encoding="utf-8")]
     chars = sorted({ch for text in texts for ch in "query: " + text})
-    BertTokenizer(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *chars])}).save_pretrained(tmp_path / "enc")
+    BertTokenizer(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]",
+                                                     *chars])}).save_pretrained(tmp_path / "enc")
     BertModel(BertConfig(vocab_size=len(chars) + 4, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=32)).save_pretrained(tmp_path / "enc")
     computed: list[int] = []
