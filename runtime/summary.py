@@ -23,20 +23,27 @@ def unit_records(units: Sequence[Unit], predictions: Sequence[Prediction]) -> li
             for unit, pred in zip(units, predictions)]
 
 
+def dominant_directions(label_sets: Sequence[Sequence[str]], directions: Sequence[str], other: str) -> list[str]:
+    """A page's dominant directions from its units' label sets: those labelling at least DOMINANT_SHARE of
+    its on-topic units, at most MAX_DOMINANT, most frequent first (ties in `directions` order); else the
+    most frequent one."""
+    counts = Counter(label for labels in label_sets for label in labels if label in directions)
+    on_topic = sum(1 for labels in label_sets if list(labels) != [other])
+    ranked = sorted(counts, key=lambda label: (-counts[label], directions.index(label)))
+    dominant = [label for label in ranked if on_topic and counts[label] / on_topic >= DOMINANT_SHARE][:MAX_DOMINANT]
+    return dominant or ranked[:1]
+
+
 def summarize(predictions: Sequence[Prediction], labels: Sequence[str], other: str) -> dict:
     """Units per label, the share of noise/off-topic units and the page's dominant directions (at most
     MAX_DOMINANT, most frequent first)."""
     counts = Counter(label for pred in predictions for label in pred.labels)
     total = len(predictions)
     on_topic = sum(1 for pred in predictions if pred.labels != [other])
-    directions = [label for label in labels if label != other and counts.get(label, 0) > 0]
-    ranked = sorted(directions, key=lambda label: (-counts[label], labels.index(label)))
-    dominant = [label for label in ranked if on_topic and counts[label] / on_topic >= DOMINANT_SHARE][:MAX_DOMINANT]
-    if ranked and not dominant:
-        dominant = ranked[:1]
+    directions = [label for label in labels if label != other]
     return {
         "units": total,
         "units_per_label": {label: counts.get(label, 0) for label in labels},
         "other_share": round((total - on_topic) / total, 4) if total else 0.0,
-        "dominant_directions": dominant,
+        "dominant_directions": dominant_directions([pred.labels for pred in predictions], directions, other),
     }

@@ -4,8 +4,10 @@
     python -m serving.report scored/units.jsonl -o scored/report.html
 
 Reads the scorer's unit file and, when it is there, the page-summary file beside it
-(`units.pages.jsonl`). The page has no scripts and loads nothing at view time: charts
-are inline SVG. Sections: headline numbers, units and documents per direction, the
+(`units.pages.jsonl`). The page (serving/templates/report.html.j2) has no scripts and loads
+nothing at view time: charts are inline SVG drawn here, a few lines each — matplotlib's SVG of the
+same bar chart is about 7x larger and measures CJK labels with a font that lacks them.
+Sections: headline numbers, units and documents per direction, the
 share of noise, the pages with units decoded with the wrong codec, directions by source
 site (the url's host) and by month (a `date` field of the input when the scorer kept
 one, else the first full date printed on the page), and the pages richest in each
@@ -15,12 +17,13 @@ direction with their strongest units.
 from __future__ import annotations
 
 import argparse
+import functools
 import html
 import json
 import re
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -237,14 +240,10 @@ def _run_info(units_path: Path) -> dict:
 
 
 def dominant(page: Page, directions: list[str], other: str) -> list[str]:
-    """The page's dominant directions, by the same rule as the scorer's page summary."""
-    from runtime.summary import DOMINANT_SHARE, MAX_DOMINANT
+    """The page's dominant directions, by the scorer's page-summary rule (runtime.summary)."""
+    from runtime.summary import dominant_directions
 
-    counts = Counter(label for u in page.units for label in u["labels"] if label != other)
-    on_topic = sum(1 for u in page.units if u["labels"] != [other])
-    ranked = sorted(counts, key=lambda d: (-counts[d], directions.index(d) if d in directions else 0))
-    top = [d for d in ranked if on_topic and counts[d] / on_topic >= DOMINANT_SHARE][:MAX_DOMINANT]
-    return top or ranked[:1]
+    return dominant_directions([u["labels"] for u in page.units], directions, other)
 
 
 def statistics(crawl: Crawl, top_pages: int = 5, top_units: int = 3) -> dict:
@@ -434,148 +433,50 @@ def _colour(crawl: Crawl, label: str) -> str:
     return PALETTE[crawl.directions.index(label) % len(PALETTE)] if label in crawl.directions else OTHER_COLOUR
 
 
-def _breakdown_table(crawl: Crawl, rows: dict[str, dict], first: str, limit: int) -> str:
-    heads = "".join(f'<th title="{_esc(d)}"><span class="swatch" style="background:{_colour(crawl, d)}"></span>'
-                    f'{_esc(crawl.names.get(d, d))}</th>' for d in crawl.directions)
-    out = [f'<table><tr><th class="l">{_esc(first)}</th><th>documents</th><th>units</th><th>noise</th>{heads}</tr>']
-    shown = list(rows.items())[:limit]
-    for key, row in shown:
+def _table(crawl: Crawl, rows: dict[str, dict], limit: int) -> dict:
+    """A by-site or by-month table for the template: the first `limit` rows, each direction's cell with its
+    shade within the row, and how many rows were left out."""
+    shown = []
+    for key, row in list(rows.items())[:limit]:
         peak = max([row[d] for d in crawl.directions] + [1])
-        cells = "".join(
-            f'<td style="background:rgba(78,121,167,{0.45 * row[d] / peak:.2f})">{row[d]}</td>'
-            for d in crawl.directions)
-        noise = row["noise"] / row["units"] if row["units"] else 0
-        out.append(f'<tr><td class="l">{_esc(key)}</td><td>{row["documents"]}</td><td>{row["units"]}</td>'
-                   f'<td>{_pct(noise)}</td>{cells}</tr>')
-    out.append("</table>")
-    if len(rows) > limit:
-        out.append(f'<p class="muted">… and {len(rows) - limit} more (largest {limit} shown).</p>')
-    return "".join(out)
+        shown.append({"key": key, "documents": row["documents"], "units": row["units"],
+                      "noise": row["noise"] / row["units"] if row["units"] else 0,
+                      "cells": [(row[d], 0.45 * row[d] / peak) for d in crawl.directions]})
+    return {"rows": shown, "more": max(0, len(rows) - limit)}
+
+
+@functools.lru_cache(maxsize=1)
+def _template():  # noqa: ANN202 - a jinja2.Template; jinja2 is imported on first use
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("serving", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["pct"] = _pct
+    return env.get_template("report.html.j2")
 
 
 def render(crawl: Crawl, stats: dict, title: str | None = None, max_rows: int = 25) -> str:
-    title = title or f"Crawl report: {crawl.path.name}"
+    """The report page: serving/templates/report.html.j2 filled with `stats` (from `statistics`)."""
+    from markupsafe import Markup
+
     directions = crawl.directions
     per = stats["per_direction"]
-    on_topic = stats["units"] - stats["noise_units"]
-    body = [f"<h1>{_esc(title)}</h1>",
-            f'<p class="muted">{_esc(crawl.path)} · generated {time.strftime("%Y-%m-%d %H:%M")}'
-            + (f" · model {_esc(crawl.model)}" if crawl.model else "")
-            + (f" ({_esc(crawl.precision)})" if crawl.precision else "") + "</p>",
-            '<div class="cards">',
-            f'<div class="card"><b data-stat="documents">{stats["documents"]:,}</b><span>documents</span></div>',
-            f'<div class="card"><b data-stat="units">{stats["units"]:,}</b>'
-            '<span>units (sentences, items, lines)</span></div>',
-            f'<div class="card"><b data-stat="on-topic">{on_topic:,}</b>'
-            '<span>units in at least one direction</span></div>',
-            f'<div class="card"><b data-stat="noise-share">{_pct(stats["noise_share"])}</b>'
-            f'<span>noise / off-topic ({_esc(crawl.other)})</span></div>',
-            "</div>"]
-
-    # Directions
-    rows = "".join(
-        f'<tr><td class="l"><span class="swatch" style="background:{_colour(crawl, d)}"></span>{_esc(_label(crawl, d))}'
-        f'</td><td data-direction="{_esc(d)}" data-stat="units">{per[d]["units"]}</td>'
-        f'<td>{_pct(per[d]["units"] / on_topic) if on_topic else "–"}</td>'
-        f'<td data-direction="{_esc(d)}" data-stat="documents">{per[d]["documents"]}</td>'
-        f'<td>{per[d]["dominant_in"]}</td></tr>'
-        for d in directions)
-    body += ["<h2>Directions</h2>",
-             '<div class="row"><table><tr><th class="l">direction</th><th>units</th><th>share of on-topic units</th>'
-             f"<th>documents</th><th>dominant in</th></tr>{rows}"
-             f'<tr><td class="l"><span class="swatch" style="background:{OTHER_COLOUR}"></span>'
-             f'{_esc(_label(crawl, crawl.other))}'
-             f'</td><td data-direction="{_esc(crawl.other)}" data-stat="units">{stats["noise_units"]}</td>'
-             '<td></td><td></td><td></td></tr></table>',
-             svg_bars([(crawl.names.get(d, d), per[d]["units"], _colour(crawl, d)) for d in directions], width=340),
-             "</div>",
-             f'<p class="muted">A unit may carry several directions ({stats["multi_label_units"]} do), '
-             "so direction counts "
-             "add up to more than the on-topic units. A document counts for a direction when at least one of its units "
-             "carries it; a direction is dominant in a page when it labels at least a quarter of the page's on-topic "
-             "units (or is its most frequent one), at most the three most frequent per page.</p>"]
-
-    # Noise
-    body += ["<h2>Noise</h2>",
-             f'<p>{stats["noise_units"]:,} of {stats["units"]:,} units ({_pct(stats["noise_share"])}) are '
-             f"<code>{_esc(crawl.other)}</code>: page furniture (menus, dates, links, copyright lines) and text on no "
-             "direction. Pages by their share of such units:</p>",
-             svg_histogram(stats["page_noise_shares"])]
-
-    # Decoding damage
-    body.append("<h2>Decoding damage</h2>")
-    if stats["damaged_units"] is None:
-        body.append('<p class="muted">These records predate the damage check (no <code>damaged</code> field); '
-                    "score the crawl again to see which pages were decoded with the wrong codec.</p>")
-    elif not stats["damaged_pages"]:
-        body.append('<p data-stat="damaged-units">No unit looks like text decoded with the wrong codec.</p>')
-    else:
-        damaged = stats["damaged_pages"]
-        rows = "".join(
-            '<tr><td class="l">' + (f'<a href="{_esc(p["url"])}">{_esc(p["doc_id"])}</a>' if p["url"]
-                                     else _esc(p["doc_id"]))
-            + f'</td><td data-doc="{_esc(p["doc_id"])}" data-stat="damaged-units">{p["damaged_units"]}</td>'
-            f'<td>{p["units"]}</td><td>{_pct(p["damaged_units"] / p["units"])}</td></tr>'
-            for p in damaged[:max_rows])
-        more = (f'<p class="muted">… and {len(damaged) - max_rows} more pages; every unit record carries '
-                "<code>damaged</code>.</p>" if len(damaged) > max_rows else "")
-        body += [f'<p><b data-stat="damaged-units">{stats["damaged_units"]:,}</b> units on {len(damaged):,} '
-                 "pages look like text decoded with the wrong codec (mojibake such as 鍙戝睍, å›½å®¶, 锟斤拷, �): "
-                 "they are scored, usually as <code>other</code>, but say nothing. Fetch these pages again or "
-                 "decode them with the right codec.</p>",
-                 '<table><tr><th class="l">page</th><th>damaged units</th><th>units</th><th>share</th></tr>'
-                 f"{rows}</table>{more}"]
-
-    # Sites
-    body += ["<h2>By source site</h2>",
-             f'<p class="muted">Grouped by the host of each document\'s url; {len(stats["sites"])} '
-             f'site{"s" if len(stats["sites"]) != 1 else ""}. Cells count '
-             "units per direction, shaded within each row.</p>",
-             _breakdown_table(crawl, stats["sites"], "site", max_rows)]
-
-    # Dates
-    months = stats["months"]
-    body.append("<h2>By date</h2>")
-    if stats["dated_documents"]:
-        dated = [(m, row) for m, row in months.items() if m != NO_DATE]
-        origin = ("a date field of the input" if stats["dates_from_input"] == stats["dated_documents"]
-                  else "a date field of the input where there is one, else the first full date printed on the page "
-                       "(after 发布时间/日期 when marked)")
-        body.append(f'<p class="muted">{stats["dated_documents"]} of {stats["documents"]} documents dated, '
-                    f"from {origin}; "
-                    "units per direction by month.</p>")
-        if len(dated) > 1:
-            body.append(svg_stacked_columns([(m, [row[d] for d in directions]) for m, row in dated[-24:]],
-                                            [_colour(crawl, d) for d in directions]))
-        body.append(_breakdown_table(crawl, months, "month", max_rows))
-    else:
-        body.append("<p>No document carries a date (no date field in the input, none printed on the pages).</p>")
-
-    # Richest pages
-    body.append("<h2>Pages richest in each direction</h2>"
-                '<p class="muted">Ranked by the number of units in the direction; under each page its strongest units '
-                "with the direction's probability.</p>")
-    for d in directions:
-        body.append(f'<h3><span class="swatch" style="background:{_colour(crawl, d)}"></span>{_esc(_label(crawl, d))}'
-                    f' — {per[d]["documents"]} documents</h3>')
-        if not stats["richest"][d]:
-            body.append('<p class="muted">No unit in this direction.</p>')
-            continue
-        for page in stats["richest"][d]:
-            where = " · ".join(_esc(x) for x in (page["site"], page["date"]) if x and x != NO_SITE)
-            link = (f'<a href="{_esc(page["url"])}">{_esc(page["doc_id"])}</a>' if page["url"]
-                    else f"<b>{_esc(page['doc_id'])}</b>")
-            items = "".join(
-                f'<li><span class="score">{u["score"]:.2f}</span> {_esc(u["text"])}'
-                + (f' <span class="muted">(also {_esc(", ".join(x for x in u["labels"] if x != d))})</span>'
-                   if len(u["labels"]) > 1 else "") + "</li>"
-                for u in page["strongest"])
-            body.append(f'<div class="page"><div class="head">{link} <span class="muted">{where}'
-                        f'{" · " if where else ""}{page["direction_units"]} of {page["units"]} units</span></div>'
-                        f'<ol class="units">{items}</ol></div>')
-    return ("<!DOCTYPE html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\">"
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    dated = [(m, row) for m, row in stats["months"].items() if m != NO_DATE]
+    charts = {
+        "directions": svg_bars([(crawl.names.get(d, d), per[d]["units"], _colour(crawl, d)) for d in directions],
+                               width=340),
+        "noise": svg_histogram(stats["page_noise_shares"]),
+        "months": svg_stacked_columns([(m, [row[d] for d in directions]) for m, row in dated[-24:]],
+                                      [_colour(crawl, d) for d in directions]) if len(dated) > 1 else "",
+    }
+    return _template().render(
+        title=title or f"Crawl report: {crawl.path.name}", css=Markup(CSS), crawl=crawl, stats=stats,
+        generated=time.strftime("%Y-%m-%d %H:%M"), on_topic=stats["units"] - stats["noise_units"],
+        other_colour=OTHER_COLOUR, no_site=NO_SITE, max_rows=max_rows,
+        label=lambda label: _label(crawl, label), colour=lambda label: _colour(crawl, label),
+        charts={name: Markup(svg) for name, svg in charts.items()},
+        tables={"sites": _table(crawl, stats["sites"], max_rows), "months": _table(crawl, stats["months"], max_rows)},
+    )
 
 
 def write_report(scored: str | Path, out: str | Path, title: str | None = None, top_pages: int = 5) -> dict:
