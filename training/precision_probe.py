@@ -75,15 +75,17 @@ def training_candidates(device_type: str) -> list[str]:
 
 @contextlib.contextmanager
 def _untouched(model) -> Iterator[None]:
-    """Leave the model as found: its mode, its gradients and the random number generators.
+    """Leave the model as found: its mode, its gradients, its buffers and the random number generators.
 
-    Probing draws dropout masks; without restoring the generators a training run with
-    `auto` would differ from the same run with the chosen precision given explicitly.
+    Probing draws dropout masks and, in training mode, updates BatchNorm's running statistics (the
+    mean-pooled head's `pooled_norm`); without restoring both, a training run with `auto` would differ
+    from the same run with the chosen precision given explicitly.
     """
     import torch
 
     was_training = model.training
     grads = [(p, p.grad) for p in model.parameters()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         try:
@@ -91,6 +93,9 @@ def _untouched(model) -> Iterator[None]:
         finally:
             for param, grad in grads:
                 param.grad = grad
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
             model.train(was_training)
 
 

@@ -136,6 +136,9 @@ def test_real_probe_times_every_candidate_and_leaves_the_model_as_it_was(tmp_pat
     monkeypatch.setattr(train, "_MEASURED", {})
     monkeypatch.setattr(train, "training_candidates", lambda device: ["fp32", "bf16"])
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    # Buffers too: the mean-pooled head's BatchNorm counts and averages every batch seen in training mode.
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    assert any(name.startswith("pooled_norm.") for name in buffers)
     rng = torch.get_rng_state()
     model.eval()
     choice = train.choose_precision(cfg, model, tokenizer, dataset)
@@ -144,6 +147,8 @@ def test_real_probe_times_every_candidate_and_leaves_the_model_as_it_was(tmp_pat
     for name, param in model.named_parameters():
         assert torch.equal(param, before[name]), name
         assert param.grad is None, name
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffer, buffers[name]), name
     assert torch.equal(torch.get_rng_state(), rng) and not model.training
     assert "forward" not in model.base_model.embeddings.__dict__  # the probe's cache is gone
 
