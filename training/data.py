@@ -444,3 +444,12 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def split_description(test: list[Example], split_by: str) -> str:
+    """How the held-out real units were chosen, for logs and reports."""
+    if split_by == "unit":
+        return "single units, stratified; units of one page sit on both sides"
+    pages = sorted({ex.page or ex.text for ex in test})
+    return (f"{len(pages)} whole page{'s' if len(pages) != 1 else ''} "
+            f"({', '.join(pages[:4])}{', …' if len(pages) > 4 else ''})")

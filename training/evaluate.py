@@ -11,6 +11,15 @@ import numpy as np
 from runtime.taxonomy import Taxonomy
 from training.data import Example, multi_hot
 
+# The systems an evaluation report compares.
+MODEL, TFIDF, RULES, FROZEN = "model", "tfidf+logreg", "cue rules", "frozen encoder+logreg"
+# Late fusion, measured beside the others when the model is the encoder alone: the mean of its and
+# TF-IDF's probabilities with thresholds set by train.threshold_rule — what model.tfidf_fusion serves.
+FUSION = "model+tfidf mean"
+# With model.tfidf_fusion the model row is that mean; this row is its encoder half alone.
+ENCODER = "encoder alone"
+
+
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
 

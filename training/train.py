@@ -46,24 +46,26 @@ from training.data import (
     load_examples,
     make_splits,
     multi_hot,
+    split_description,
     to_dataset,
 )
 from training.evaluate import (
+    ENCODER,
+    FROZEN,
+    FUSION,
+    MODEL,
+    RULES,
+    TFIDF,
     FrozenFeatureBaseline,
     TfidfBaseline,
     bootstrap_macro_f1,
     choose_thresholds,
     cooccurrence,
     cue_rules,
-    decision_markdown,
     decision_table,
     macro_average_precision,
-    mean_std,
     metrics,
-    per_label_table,
     plot_cooccurrence,
-    summary_table,
-    verdict,
 )
 from training.files import readable_like_other_files
 from training.model import SCRATCH, FrozenEncoder, build_model
@@ -75,16 +77,11 @@ from training.precision_probe import (
     training_candidates,
     typical_batch,
 )
+from training.reports import cv_report, single_report
 
 log = logging.getLogger("training")
 
 AUTHORED = "authored"
-MODEL, TFIDF, RULES, FROZEN = "model", "tfidf+logreg", "cue rules", "frozen encoder+logreg"
-# Late fusion, measured beside the others when the model is the encoder alone: the mean of its and
-# TF-IDF's probabilities with thresholds set by train.threshold_rule — what model.tfidf_fusion serves.
-FUSION = "model+tfidf mean"
-# With model.tfidf_fusion the model row is that mean; this row is its encoder half alone.
-ENCODER = "encoder alone"
 
 
 # Precisions `auto` measured in this process, by model config, batch size, length and candidates:
@@ -542,92 +539,6 @@ def write_artifact(out: Path, cfg: Config, taxonomy: Taxonomy, fitted: FitResult
     readable_like_other_files(out)
 
 
-def _cache_note(fitted: FitResult) -> str:
-    if not fitted.frozen_cache_seconds:
-        return ""
-    return f" (after {fitted.frozen_cache_seconds:.0f} s computing the frozen layers once per unit)"
-
-
-def _precision_line(fitted: FitResult) -> str:
-    if fitted.precision_choice is None:
-        return ""
-    return f"\nTraining {fitted.precision_choice.describe()}.\n"
-
-
-def _scratch_warning(cfg: Config) -> str:
-    if cfg.model.name_or_path != SCRATCH:
-        return ""
-    return ("\n> This model was trained from random weights with a character vocabulary built from our own text. "
-            "It is smoke-test grade: it proves the pipeline end to end, not the accuracy a pretrained Chinese BERT "
-            "(configs/bert-base-chinese.yaml) would reach.\n")
-
-
-FUSION_NOTE = f"""`{FUSION}` is not a baseline but the model and TF-IDF together: the mean of their probabilities,
-with thresholds set by the model's rule. Where it beats both, they err on different units; `model.tfidf_fusion: true`
-serves it."""
-ENCODER_NOTE = f"""The `model` row is the served model (`model.tfidf_fusion`): the mean of the encoder's and a \
-TF-IDF model's
-probabilities (the TF-IDF half is trained like the baseline), with the thresholds in `thresholds.json` set on that mean.
-`{ENCODER}` is its encoder half with thresholds of its own (same rule), for comparison; not a baseline."""
-FROZEN_NOTE = """A fourth system, logistic regression on the pretrained encoder's frozen mean-pooled vectors
-(before fine-tuning), shows what fine-tuning adds."""
-NO_FROZEN_NOTE = """The frozen-encoder baseline (what fine-tuning adds) is in `--cv` reports, or here with \
-`--frozen-baseline`."""
-
-
-def single_report(cfg: Config, taxonomy: Taxonomy, fitted: FitResult, splits: Splits, results: dict,
-                  precision: str) -> str:
-    clf = fitted.classifier
-    return f"""# {cfg.name}: evaluation report
-
-Model `{cfg.model.name_or_path}`, {precision} training, {fitted.epochs_run:g} epochs in \
-{fitted.train_seconds:.0f} s{_cache_note(fitted)}
-(best validation macro average precision {fitted.best_val_macro_ap:.3f}), preprocessing version \
-{PREPROCESSING_VERSION}, seed {cfg.seed}.
-{_precision_line(fitted)}{_scratch_warning(cfg)}
-The test set holds **real crawled units only** (authored units are training data, never the yardstick):
-{split_description(splits.test, cfg.data.split_by)}.
-All systems are scored on the same {len(splits.test)} test units; the TF-IDF baseline is trained on the same
-training split and its thresholds tuned on the same validation split as the model; the cue rules are untrained
-(a unit gets every direction one of whose cues in `labels/taxonomy.yaml` appears in it, else `other`).
-{FROZEN_NOTE if FROZEN in results else NO_FROZEN_NOTE if cfg.model.name_or_path != SCRATCH else ""}
-{FUSION_NOTE if FUSION in results else ENCODER_NOTE if ENCODER in results else ""}
-
-## Data
-
-```
-{splits.describe(taxonomy)}
-```
-
-## Headline (test split)
-
-{summary_table(results)}
-
-{verdict(results, MODEL, not_baselines=[FUSION, ENCODER])} The cue list was written by people who had read \
-the seed pages,
-so on seed units the cue rules are an optimistic yardstick.
-
-Macro F1 averages the labels present in the test split; "directions" leaves `other` out.
-With {len(splits.test)} test units one unit moves a direction's F1 a lot; compare systems with `--cv 5`.
-
-## Per label (test split)
-
-{per_label_table(results, taxonomy)}
-
-## True vs predicted labels (model)
-
-![co-occurrence](cooccurrence.png)
-
-Row = true label, column = predicted label; a multi-label unit counts in every pair.
-
-## Thresholds (`train.threshold_rule: {cfg.train.threshold_rule}`)
-
-{", ".join(f"`{d}` {t:.2f}" for d, t in zip(clf.directions, clf.thresholds))}
-
-Reproduce: `python -m training.train --config {cfg.resolved_output_dir}/config.yaml` (the resolved config, saved here).
-"""
-
-
 def run_single(cfg: Config, progress: bool = True, frozen_baseline: bool = False) -> Path:
     taxonomy = load_taxonomy(cfg.data.taxonomy)
     examples = load_examples(cfg.data.label_files, taxonomy)
@@ -653,15 +564,6 @@ def run_single(cfg: Config, progress: bool = True, frozen_baseline: bool = False
     log.info("test macro F1: %s", ", ".join(f"{name} {r['macro_f1']:.3f}" for name, r in results.items()))
     log.info("artifact written to %s (report: %s)", out, out / "report.md")
     return out
-
-
-def split_description(test: list[Example], split_by: str) -> str:
-    """How the held-out real units were chosen, for logs and reports."""
-    if split_by == "unit":
-        return "single units, stratified; units of one page sit on both sides"
-    pages = sorted({ex.page or ex.text for ex in test})
-    return (f"{len(pages)} whole page{'s' if len(pages) != 1 else ''} "
-            f"({', '.join(pages[:4])}{', …' if len(pages) > 4 else ''})")
 
 
 def run_cv(cfg: Config, k: int, real_only_arm: bool = True, baselines_only: bool = False,
@@ -721,95 +623,6 @@ def run_cv(cfg: Config, k: int, real_only_arm: bool = True, baselines_only: bool
                                    encoding="utf-8")
     log.info("cross-validation report written to %s", out / "report.md")
     return out
-
-
-def cv_report(cfg: Config, taxonomy: Taxonomy, k: int, real: list[Example], authored: list[Example],
-              fold_results: dict[str, list[dict]], folds: list[np.ndarray], decision: dict | None = None) -> str:
-    rows = ["| training data | system | micro F1 | macro F1 | macro F1 (directions) | exact match |",
-            "|---|---|---:|---:|---:|---:|"]
-    for arm, folds in fold_results.items():
-        for system in folds[0]:
-            cells = [mean_std([f[system][key] for f in folds])
-                     for key in ("micro_f1", "macro_f1", "macro_f1_directions", "exact_match")]
-            rows.append(f"| {arm} | {system} | " + " | ".join(cells) + " |")
-    main_arm = next(iter(fold_results))
-    systems = list(fold_results[main_arm][0])
-    per_label = ["| label | folds with it | " + " | ".join(f"{s} F1" for s in systems) + " |",
-                 "|---|---:|" + "---:|" * len(systems)]
-    for label in taxonomy.all_labels:
-        # A page held out whole may hold no unit of a direction: such a fold says nothing about it.
-        folds_with = [f for f in fold_results[main_arm] if f[systems[0]]["per_label"][label]["support"] > 0]
-        cells = [mean_std([f[s]["per_label"][label]["f1"] for f in folds_with]) if folds_with else "–" for s in systems]
-        per_label.append(f"| {label} | {len(folds_with)} | " + " | ".join(cells) + " |")
-    means = {s: {"macro_f1": float(np.mean([f[s]["macro_f1"] for f in fold_results[main_arm]]))} for s in systems}
-    gain = ""
-    if len(fold_results) == 2:
-        with_authored, real_only = list(fold_results)
-        lines = []
-        for system in [s for s in (MODEL, TFIDF) if s in systems]:
-            a = np.mean([f[system]["macro_f1"] for f in fold_results[with_authored]])
-            b = np.mean([f[system]["macro_f1"] for f in fold_results[real_only]])
-            lines.append(f"- {system}: {b:.3f} → {a:.3f} ({a - b:+.3f})")
-        gain = (f"\nAdding the {len(authored)} authored units changes mean macro F1 on held-out real units:\n"
-                + "\n".join(lines) + "\n")
-    n = len(folds)
-    if cfg.data.split_by == "page":
-        pages = len({ex.page or ex.text for ex in real})
-        how = (f"grouped by page (`data.split_by: page`): each of the {pages} pages sits whole in one fold"
-               + (", one page per fold (leave-one-page-out)" if n == pages else ", folds balanced by label as far as "
-                  "whole pages allow")
-               + " (a line repeated on several pages, such as a site's menu, may sit on both sides, as it "
-               "does when new pages of known sites are scored)")
-    else:
-        how = ("by single units (`data.split_by: unit`, multi-label stratified, identical texts kept in one fold): "
-               "units of one page sit in several folds, so a fold is scored on pages it has partly trained on")
-    decision_part = ""
-    if decision:
-        decision_part = f"""
-## Threshold rule and fusion, decided on these folds ("{main_arm}" arm)
-
-Mean ± std macro F1 over the folds for the encoder alone and for its mean with the TF-IDF model, under each way of
-setting the thresholds: `validation` (one per direction, tuned on the validation split), `global` (one shared,
-tuned there), `flat` (0.5), and `real out-of-fold` (one per direction, tuned on the other folds' held-out real
-units; not available to a single training run). This run served `{cfg.train.threshold_rule}` thresholds
-{"with" if cfg.model.tfidf_fusion else "without"} fusion. `probabilities.npz` keeps every fold's probabilities.
-
-{decision_markdown(decision)}
-"""
-    return f"""# {cfg.name}: {n}-fold cross-validation on real units
-
-Folds are made of the {len(real)} real crawled units only, {how}.
-Each fold trains on the other folds — plus the {len(authored)} authored units in the "real + authored" arm — and is
-scored on its held-out real units. Model `{cfg.model.name_or_path}`, seed {cfg.seed}, preprocessing version
-{PREPROCESSING_VERSION}, thresholds `{cfg.train.threshold_rule}`. Values are mean ± sample standard deviation over
-the {n} folds.
-{_scratch_warning(cfg)}
-## Headline
-
-{chr(10).join(rows)}
-{gain}
-{verdict(means, MODEL, not_baselines=[FUSION, ENCODER]) if MODEL in means
- else "Baselines only (--baselines-only): no model was trained."} (means over folds, "{main_arm}" arm)
-{FUSION_NOTE if FUSION in means else ENCODER_NOTE if ENCODER in means else ""}
-
-The cue rules need no training, so both arms show the same numbers for them. Their cue list
-(`labels/taxonomy.yaml`) was written by people who had read the seed pages, so on seed units
-they are an optimistic yardstick.
-
-{decision_part}
-## Per-label F1 ("{main_arm}" arm)
-
-Mean ± std over the folds whose held-out units include the label.
-
-{chr(10).join(per_label)}
-
-## True vs predicted labels, pooled over folds ("{main_arm}" arm, model)
-
-![co-occurrence](cooccurrence.png)
-
-Reproduce: `python -m training.train --config {cfg.resolved_output_dir}-cv{k}/config.yaml --cv {k}` \
-(the resolved config, saved here).
-"""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
