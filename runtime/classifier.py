@@ -216,11 +216,19 @@ class Classifier:
                 out[idx] = torch.sigmoid(logits).cpu().numpy()
         return out
 
+    def scores(self, texts: Sequence[str], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Served probabilities of already-cleaned texts (fused when the model has a TF-IDF half) and a flag
+        for the texts that were cut to max_length: what `predict` decides on."""
+        encoded, truncated = self.encode(texts)
+        return self.fuse(self.encoder_probabilities(encoded, progress), texts), truncated
+
+    def decide(self, probs: np.ndarray, truncated: np.ndarray) -> list[Prediction]:
+        """Label sets from `scores`' output."""
+        predictions = decide(probs, self.directions, self.thresholds, self.other)
+        return [replace(pred, truncated=bool(cut)) for pred, cut in zip(predictions, truncated)]
+
     def predict(self, texts: Sequence[str], already_clean: bool = False, progress: bool = False) -> list[Prediction]:
         cleaned = list(texts) if already_clean else [clean(t) for t in texts]
         if not cleaned:
             return []
-        encoded, truncated = self.encode(cleaned)
-        probs = self.fuse(self.encoder_probabilities(encoded, progress), cleaned)
-        predictions = decide(probs, self.directions, self.thresholds, self.other)
-        return [replace(pred, truncated=bool(cut)) for pred, cut in zip(predictions, truncated)]
+        return self.decide(*self.scores(cleaned, progress))

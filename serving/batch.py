@@ -101,7 +101,9 @@ def resolve_precision(path: Path, requested: str | None, batch_size: int) -> str
 def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_units: int = 2048,
         progress: bool = False, precision: str | None = None, engine: str = "local",
         max_units: int = DEFAULT_MAX_UNITS_PER_DOC, follow_symlinks: bool = False, address: str | None = None,
-        actors: int = 1) -> Tally:
+        actors: int = 1, cache: Path | None = None, reuse: bool = True) -> Tally:
+    """Score `inputs` into `out`. Each distinct unit is scored once per run (`reuse`), and once per model
+    across runs with a `cache` folder (serving/reuse.py)."""
     from runtime.text import PREPROCESSING_VERSION
     from runtime.threads import configure_threads
 
@@ -133,6 +135,8 @@ def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_un
         except ValueError as exc:  # a precision this device cannot run (fp16 on a CPU, int8 on a GPU)
             raise BatchError(f"--precision {precision}: {exc}") from None
         chosen = classifier.precision
+    if cache is not None and not reuse:
+        raise BatchError("--cache keeps the scores that reuse looks up; drop --no-reuse or --cache")
     run_info = {"model": name, "model_id": model_id(path), "precision": chosen, "max_units_per_doc": max_units,
                 "preprocessing_version": PREPROCESSING_VERSION, "record_version": RECORD_VERSION, "engine": engine}
     try:
@@ -145,14 +149,25 @@ def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_un
         if engine == "ray":
             log.info("model %s at %s on Ray; %d documents already in %s", name, chosen, len(done), out)
             ray_engine.run(path, chosen, inputs, tally, done, batch_size=batch_size, max_units=max_units,
-                           follow_symlinks=follow_symlinks, address=address, actors=actors, progress=progress)
+                           follow_symlinks=follow_symlinks, address=address, actors=actors, progress=progress,
+                           reuse=reuse, cache=cache, model_id=run_info["model_id"])
         else:
             from serving.sources import iter_documents
 
             log.info("model %s at %s (%s), %d threads; %d documents already in %s", name, chosen,
                      classifier.precision_source, threads, len(done), out)
-            local_engine.run(classifier, iter_documents(inputs, follow_symlinks, done), tally, chunk_units,
-                             max_units, progress)
+            scorer = classifier
+            if reuse:
+                from serving.reuse import ReusingScorer, scoring_identity
+
+                scorer = ReusingScorer(classifier, scoring_identity(classifier, run_info["model_id"]), cache)
+                tally.reuse = scorer.stats
+            try:
+                local_engine.run(scorer, iter_documents(inputs, follow_symlinks, done), tally, chunk_units,
+                                 max_units, progress)
+            finally:
+                if reuse:
+                    scorer.close()
     except (KeyboardInterrupt, Terminated):
         log.warning("interrupted: %d documents finished this run; rerun the same command to resume", tally.written)
         raise
@@ -200,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
                              f"was cut (default {DEFAULT_MAX_UNITS_PER_DOC})")
     parser.add_argument("--follow-symlinks", action="store_true",
                         help="follow symlinks inside folders even when they point outside the input folders")
+    parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                        help="keep every unit's scores in DIR and reuse them in later runs of the same model, "
+                             "precision and preprocessing (a daily re-crawl then costs only its new text); "
+                             "entries of any other model are never read; shareable by several processes")
+    parser.add_argument("--no-reuse", action="store_true",
+                        help="score every unit even when the same text was scored earlier in the run (for "
+                             "measurements; the output is the same)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     setup_logging()
@@ -212,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tally = run(args.inputs, args.output, args.model, args.batch_size, args.chunk_units, not args.no_progress,
                     args.precision, args.engine, args.max_units_per_doc, args.follow_symlinks, args.address,
-                    args.actors)
+                    args.actors, args.cache, not args.no_reuse)
     except BatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -227,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"... and {len(tally.skipped) - 20} more skipped; all are in {errors_path(args.output)}", file=sys.stderr)
     print(f"{tally.line()} in {seconds:.1f} s -> {args.output}, {pages_path(args.output)} "
           f"(reasons: {errors_path(args.output)})", file=sys.stderr)
+    if tally.reuse is not None:
+        print(f"reuse: {tally.reuse.line()}", file=sys.stderr)
     return 1 if tally.failed else 0
 
 

@@ -291,6 +291,7 @@ class Tally:
         self.writer = writer
         self.written = self.units = self.resumed = self.flagged = self.capped = 0
         self.damaged_units = self.damaged_docs = 0  # units that look mis-decoded, and documents with any
+        self.reuse = None  # serving.reuse.ReuseStats when each distinct unit is scored once
         self.skipped: list[dict] = []
         self.failed: list[dict] = []
         self.seen: set[str] = set()

@@ -23,6 +23,7 @@ Guarantees, and who gives them:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -69,26 +70,39 @@ def _split_row(row: dict, max_units: int) -> dict:
 class Scorer:
     """One model copy per actor (Ray Data's actor pool); each call scores a batch of documents."""
 
-    def __init__(self, model_path: str, precision: str, batch_size: int, threads: int):
+    def __init__(self, model_path: str, precision: str, batch_size: int, threads: int, reuse: bool = True,
+                 cache: str | None = None, model_id: str = ""):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from runtime.classifier import Classifier
         from runtime.threads import configure_threads
 
         configure_threads(threads)
         self.classifier = Classifier.from_artifact(model_path, batch_size=batch_size, precision=precision)
+        self.scorer = self.classifier
+        if reuse:  # per actor in memory; a cache folder is shared by the actors of one machine (or a shared disk)
+            from serving.reuse import ReusingScorer, scoring_identity
+
+            self.scorer = ReusingScorer(self.classifier, scoring_identity(self.classifier, model_id), cache)
 
     def __call__(self, batch: dict) -> dict:
         ok = [i for i, status in enumerate(batch["status"]) if status == "ok"]
         split = [([Unit(*u) for u in json.loads(batch["units"][i])], json.loads(batch["warnings"][i]),
                   json.loads(batch["cap"][i])) for i in ok]
-        scored = score_split(self.classifier, split)
+        before = dataclasses.replace(self.scorer.stats) if self.scorer is not self.classifier else None
+        scored = score_split(self.scorer, split)
         records = [""] * len(batch["status"])
         summaries = [""] * len(batch["status"])
         for i, (units, summary) in zip(ok, scored):
             records[i] = json.dumps(units, ensure_ascii=False)
             summaries[i] = json.dumps(summary, ensure_ascii=False)
+        # This call's reuse counts ride on the first row, so the driver can add them up.
+        counts = [""] * len(batch["status"])
+        if before is not None and counts:
+            now = self.scorer.stats
+            counts[0] = json.dumps([now.units - before.units, now.computed - before.computed,
+                                    now.from_disk - before.from_disk])
         return {"doc_id": batch["doc_id"], "url": batch["url"], "source": batch["source"], "status": batch["status"],
-                "reason": batch["reason"], "records": records, "summary": summaries}
+                "reason": batch["reason"], "records": records, "summary": summaries, "reuse": counts}
 
 
 def actor_resources(actors: int) -> dict:
@@ -107,7 +121,8 @@ def actor_resources(actors: int) -> dict:
 
 
 def run(model_path: Path, precision: str, inputs: list[str], tally: Tally, done: set[str], *, batch_size: int,
-        max_units: int, follow_symlinks: bool, address: str | None, actors: int, progress: bool) -> None:
+        max_units: int, follow_symlinks: bool, address: str | None, actors: int, progress: bool,
+        reuse: bool = True, cache: Path | None = None, model_id: str = "") -> None:
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -145,9 +160,22 @@ def run(model_path: Path, precision: str, inputs: list[str], tally: Tally, done:
         ds = ds.map_batches(Scorer, batch_size=DOCS_PER_BATCH, batch_format="numpy",
                             compute=ActorPoolStrategy(size=actors),
                             fn_constructor_kwargs={"model_path": str(model_path), "precision": precision,
-                                                   "batch_size": batch_size, "threads": threads},
+                                                   "batch_size": batch_size, "threads": threads, "reuse": reuse,
+                                                   "cache": str(Path(cache).resolve()) if cache else None,
+                                                   "model_id": model_id},
                             **resources)
+        if reuse:
+            from serving.reuse import ReuseStats
+
+            tally.reuse = ReuseStats()
         for batch in ds.iter_batches(batch_size=DOCS_PER_BATCH, batch_format="numpy", prefetch_batches=1):
+            if tally.reuse is not None:
+                for counts in batch["reuse"]:
+                    if counts:
+                        units, computed, from_disk = json.loads(counts)
+                        tally.reuse.units += units
+                        tally.reuse.computed += computed
+                        tally.reuse.from_disk += from_disk
             finished = []
             for i, status in enumerate(batch["status"]):
                 doc_id, source = batch["doc_id"][i], batch["source"][i]

@@ -145,3 +145,21 @@ def test_without_ray_the_engine_says_how_to_install(tiny_artifact, tmp_path) -> 
     assert result.stderr.strip().splitlines()[-1] == (
         "error: --engine ray needs Ray Data, which is not installed: pip install -e '.[ray]' "
         "(or pip install 'ray[data]==2.60.0').")
+
+
+def test_ray_actors_reuse_scores_and_share_a_cache_folder(ray_address, tiny_artifact, tmp_path) -> None:
+    crawl = tmp_path / "generated.jsonl"
+    with crawl.open("w", encoding="utf-8") as handle:
+        for page in generated_pages(60):
+            handle.write(json.dumps(page, ensure_ascii=False) + "\n")
+    local = tmp_path / "local" / "units.jsonl"
+    run([str(crawl)], local, str(tiny_artifact), precision="fp32", reuse=False)
+    cache = tmp_path / "cache"
+    first = run([str(crawl)], tmp_path / "ray1" / "units.jsonl", str(tiny_artifact), precision="fp32",
+                engine="ray", actors=2, cache=cache)
+    assert first.reuse.units == first.units and 0 < first.reuse.computed < first.units
+    assert_same_output(local, tmp_path / "ray1" / "units.jsonl")
+    second = run([str(crawl)], tmp_path / "ray2" / "units.jsonl", str(tiny_artifact), precision="fp32",
+                 engine="ray", actors=2, cache=cache)
+    assert second.reuse.computed == 0 and second.reuse.from_disk > 0
+    assert_same_output(local, tmp_path / "ray2" / "units.jsonl")
