@@ -246,17 +246,48 @@ def dominant(page: Page, directions: list[str], other: str) -> list[str]:
     return dominant_directions([u["labels"] for u in page.units], directions, other)
 
 
+def syndication(crawl: Crawl, groups: dict, bodies: dict, top: int) -> dict:
+    """Articles found on several pages (serving.dedup groups), most widely carried first, and the sites'
+    originals and reposts."""
+    pages = {p.doc_id: p for p in crawl.pages}
+    members: dict[str, list[str]] = defaultdict(list)
+    for doc_id, group in groups.items():
+        members[group.group].append(doc_id)
+    carried = sorted((g for g in members if len(members[g]) > 1),
+                     key=lambda g: (-groups[g].sites, -groups[g].size, g))
+    articles = []
+    for g in carried[:top]:
+        first = pages[groups[g].canonical]
+        body = bodies[first.doc_id].body_units
+        articles.append({
+            "doc_id": first.doc_id, "url": first.url, "site": first.site, "date": first.date,
+            "title": (body[0] if body else first.units[0])["text"] if first.units else "",
+            "pages": groups[g].size, "sites": groups[g].sites,
+            "other_sites": sorted({pages[d].site for d in members[g]} - {first.site}),
+            "directions": dominant(first, crawl.directions, crawl.other) if first.units else [],
+        })
+    return {"articles": len(members), "copies": len(groups) - len(members),
+            "syndicated_articles": len(carried), "most_carried": articles}
+
+
 def statistics(crawl: Crawl, top_pages: int = 5, top_units: int = 3) -> dict:
     """Every number the report shows, as plain data (tests read this)."""
+    from serving.dedup import group_bodies, page_bodies
+
     directions, other = crawl.directions, crawl.other
     units = crawl.units
     noise = sum(1 for u in units if u["labels"] == [other])
+    # Copies of one article (a notice reposted by many portals) are one article: directions are counted
+    # both by article and by page ("reach").
+    bodies = page_bodies(units)
+    groups = group_bodies(bodies, dates={p.doc_id: p.date for p in crawl.pages})
     per_direction = {}
     for d in directions:
         pages_with = [p for p in crawl.pages if any(d in u["labels"] for u in p.units)]
         per_direction[d] = {
             "units": sum(1 for u in units if d in u["labels"]),
             "documents": len(pages_with),
+            "articles": len({groups[p.doc_id].group for p in pages_with}),
             "dominant_in": sum(1 for p in crawl.pages if d in dominant(p, directions, other)),
         }
     sites: dict[str, dict] = {}
@@ -264,8 +295,11 @@ def statistics(crawl: Crawl, top_pages: int = 5, top_units: int = 3) -> dict:
     for page in crawl.pages:
         month = page.date[:7] if page.date else NO_DATE
         for key, table in ((page.site, sites), (month, months)):
-            row = table.setdefault(key, {"documents": 0, "units": 0, "noise": 0, **{d: 0 for d in directions}})
+            row = table.setdefault(key, {"documents": 0, "units": 0, "noise": 0, "reposts": 0,
+                                         **{d: 0 for d in directions}})
             row["documents"] += 1
+            # A repost: a copy of an article whose first posting (the group's canonical page) is another page.
+            row["reposts"] += groups[page.doc_id].canonical != page.doc_id
             row["units"] += len(page.units)
             row["noise"] += sum(1 for u in page.units if u["labels"] == [other])
             for u in page.units:
@@ -315,6 +349,8 @@ def statistics(crawl: Crawl, top_pages: int = 5, top_units: int = 3) -> dict:
                           if any("damaged" in u for u in units) else None),
         "damaged_pages": [row for row in damaged_pages if row["damaged_units"]],
         "richest": richest,
+        "syndication": syndication(crawl, groups, bodies, top=max(10, top_pages)),
+        "repost_only_sites": sorted(site for site, row in sites.items() if row["reposts"] == row["documents"]),
     }
 
 
@@ -433,16 +469,16 @@ def _colour(crawl: Crawl, label: str) -> str:
     return PALETTE[crawl.directions.index(label) % len(PALETTE)] if label in crawl.directions else OTHER_COLOUR
 
 
-def _table(crawl: Crawl, rows: dict[str, dict], limit: int) -> dict:
+def _table(crawl: Crawl, rows: dict[str, dict], limit: int, reposts: bool = False) -> dict:
     """A by-site or by-month table for the template: the first `limit` rows, each direction's cell with its
-    shade within the row, and how many rows were left out."""
+    shade within the row, and how many rows were left out; with `reposts`, the row's pages that are copies."""
     shown = []
     for key, row in list(rows.items())[:limit]:
         peak = max([row[d] for d in crawl.directions] + [1])
-        shown.append({"key": key, "documents": row["documents"], "units": row["units"],
+        shown.append({"key": key, "documents": row["documents"], "units": row["units"], "reposts": row["reposts"],
                       "noise": row["noise"] / row["units"] if row["units"] else 0,
                       "cells": [(row[d], 0.45 * row[d] / peak) for d in crawl.directions]})
-    return {"rows": shown, "more": max(0, len(rows) - limit)}
+    return {"rows": shown, "more": max(0, len(rows) - limit), "reposts": reposts}
 
 
 @functools.lru_cache(maxsize=1)
@@ -475,7 +511,8 @@ def render(crawl: Crawl, stats: dict, title: str | None = None, max_rows: int = 
         other_colour=OTHER_COLOUR, no_site=NO_SITE, max_rows=max_rows,
         label=lambda label: _label(crawl, label), colour=lambda label: _colour(crawl, label),
         charts={name: Markup(svg) for name, svg in charts.items()},
-        tables={"sites": _table(crawl, stats["sites"], max_rows), "months": _table(crawl, stats["months"], max_rows)},
+        tables={"sites": _table(crawl, stats["sites"], max_rows, reposts=True),
+                "months": _table(crawl, stats["months"], max_rows)},
     )
 
 

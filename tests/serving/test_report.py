@@ -164,3 +164,61 @@ def test_dominant_directions_are_capped_and_ranked() -> None:
     assert MAX_DOMINANT == 3 and summary["dominant_directions"] == ["d", "a", "b"]
     page = Page("p", units=[{"labels": labels} for labels in rows])
     assert dominant(page, directions, "other") == summary["dominant_directions"]  # the report uses the same rule
+
+
+@pytest.fixture(scope="module")
+def syndicated(tiny_artifact, tmp_path_factory) -> tuple[Path, Path]:
+    """A generated crawl (8 sites, 30% of articles reposted on 2-7 other sites) scored and reported."""
+    from bench.synthetic_crawl import generate, write
+
+    folder = tmp_path_factory.mktemp("syndicated")
+    crawl, truth = write(generate(120, 8, 0.3, seed=0), folder)
+    out = folder / "scored" / "units.jsonl"
+    result = subprocess.run([sys.executable, "-m", "serving.batch", str(crawl), "-o", str(out), "--model",
+                             str(tiny_artifact), "--precision", "fp32", "--no-progress"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    write_report(out, folder / "report.html")
+    return folder / "report.html", truth
+
+
+def test_report_counts_articles_once_and_their_reach(syndicated) -> None:
+    from collections import defaultdict
+
+    path, truth = syndicated
+    stats = write_report(path.parent / "scored" / "units.jsonl", path.with_name("again.html"))
+    pages = [json.loads(line) for line in truth.read_text(encoding="utf-8").splitlines()]
+    bodies = defaultdict(list)
+    for page in pages:
+        bodies[page["body"]].append(page)
+    syn = stats["syndication"]
+    assert syn["articles"] == len(bodies) and syn["copies"] == len(pages) - len(bodies)
+    assert syn["syndicated_articles"] == sum(len(copies) > 1 for copies in bodies.values())
+    widest = max(bodies.values(), key=lambda copies: (len({p["site"] for p in copies}), len(copies)))
+    top = syn["most_carried"][0]
+    assert (top["pages"], top["sites"]) == (len(widest), len({p["site"] for p in widest}))
+    assert top["doc_id"] == next(p["id"] for p in pages if p["original"] and p["body"] == widest[0]["body"])
+    for row in stats["per_direction"].values():
+        assert row["articles"] <= row["documents"]
+    reposts = defaultdict(int)
+    for page in pages:
+        reposts[page["site"].removeprefix("www.")] += not page["original"]
+    assert {site: row["reposts"] for site, row in stats["sites"].items()} == dict(reposts)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no chromium at {CHROMIUM}: apt-get install -y chromium "
+                                                         "(.ci/run installs it)")
+def test_syndication_numbers_in_a_headless_browser(syndicated) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed: pip install -e '.[report]'")
+    path, truth = syndicated
+    pages = [json.loads(line) for line in truth.read_text(encoding="utf-8").splitlines()]
+    articles = len({page["body"] for page in pages})
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(path.resolve().as_uri(), wait_until="load")
+        assert page.locator(".card [data-stat='articles']").inner_text() == str(articles)
+        assert page.locator("[data-stat='copies']").inner_text() == str(len(pages) - articles)
+        assert page.locator("td[data-stat='sites']").count() >= 1
+        assert "Copies and syndication" in page.inner_text("body")
+        browser.close()
