@@ -10,9 +10,11 @@ them on disk (`diskcache`, SQLite underneath; several processes may share one fo
 key that names the model's weights, its artifact, the precision and the preprocessing version:
 entries made by any other model, precision or cleaning are never read.
 
-The output is the same with and without reuse (tests/serving/test_reuse.py): a unit's probabilities do
-not depend on the other units in its batch — except under int8 dynamic quantization, whose activation
-scales are set per batch, so its scores already move in the last digits with the batches' make-up.
+The records are those of a run without reuse (tests/serving/test_reuse.py): the same labels, and the
+same scores up to the float noise a unit's batch-mates cause (at most a few units in the sixth
+decimal for e5, as a different --chunk-units gives without reuse; none for the test model). Under
+int8 dynamic quantization, whose activation scales are set per batch, scores follow the batches'
+make-up more strongly.
 """
 
 from __future__ import annotations
