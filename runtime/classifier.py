@@ -55,10 +55,22 @@ class Classifier:
         # Where the precision came from: argument, recorded, default, decided (auto, now) or fallback.
         self.precision_source = "argument"
         self._runner = self.model  # what runs forward passes: the model, its int8 copy or an ONNX Runtime session
+        # Where the model ran once its torch weights were released for an ONNX Runtime session (None: not released).
+        self._released_from = None
 
     @property
     def device(self):
-        return next(self.model.parameters()).device
+        return self._released_from or next(self.model.parameters()).device
+
+    def release_torch_weights(self) -> None:
+        """Free the torch weights while an ONNX Runtime session runs the forward passes: the session holds
+        its own copy, and a serving worker need not hold two (about the model's size in memory)."""
+        if self.precision not in precisions.ONNX_PRECISIONS:
+            raise ValueError(f"the torch weights run the {self.precision} forward passes; only an onnx "
+                             "precision can do without them")
+        device = self.device
+        self.model.to("meta")  # the module stays (config, structure); its tensors hold no memory
+        self._released_from = device
 
     @property
     def labels(self) -> list[str]:
@@ -74,6 +86,9 @@ class Classifier:
         (`auto` is a decision, not a precision: runtime.precision.measure makes it.)"""
         import torch
 
+        if self._released_from is not None:
+            raise ValueError("this classifier's torch weights were released for ONNX Runtime; load the artifact "
+                             "again (Classifier.from_artifact) to score in another precision")
         if precision not in precisions.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(precisions.PRECISIONS)}, got {precision!r}"
                              + (" (runtime.precision.measure decides auto)" if precision == precisions.AUTO else ""))
@@ -128,6 +143,8 @@ class Classifier:
         if chosen != precisions.AUTO:
             classifier.set_precision(chosen)
             classifier.precision_source = source
+            if chosen in precisions.ONNX_PRECISIONS:
+                classifier.release_torch_weights()
             return classifier
         # Nothing recorded for these weights: decide once, record, and reuse from now on. Said first:
         # timing takes minutes and may write ONNX graphs into the folder.
@@ -145,6 +162,8 @@ class Classifier:
                         "an explicit precision", loaded.path)
             classifier.set_precision("fp32")
             classifier.precision_source = "fallback"
+        if classifier.precision in precisions.ONNX_PRECISIONS:
+            classifier.release_torch_weights()
         return classifier
 
     @property

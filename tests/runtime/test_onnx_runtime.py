@@ -36,9 +36,16 @@ def test_onnx_precisions_score_like_torch_and_keep_their_graph(model) -> None:
     assert (model / "model.onnx").is_file() and ort.precision == "onnx"
     assert np.abs(ort.probabilities(TEXTS) - before).max() < 1e-4
     assert [p.labels for p in ort.predict(TEXTS)] == [p.labels for p in reference.predict(TEXTS)]
-    # Exporting traced a copy: the torch model it came from still scores as before.
-    ort.set_precision("fp32")
-    assert np.array_equal(ort.probabilities(TEXTS), before)
+    # A classifier loaded for ONNX Runtime holds no second copy of the weights in torch ...
+    assert all(param.device.type == "meta" for param in ort.model.parameters()) and ort.device.type == "cpu"
+    with pytest.raises(ValueError, match="load the artifact again"):
+        ort.set_precision("fp32")
+    # ... while one switched to onnx by hand keeps them, and exporting traced a copy: the torch model it came
+    # from still scores as before.
+    reference.set_precision("onnx")
+    assert np.abs(reference.probabilities(TEXTS) - before).max() < 1e-4
+    reference.set_precision("fp32")
+    assert np.array_equal(reference.probabilities(TEXTS), before)
 
     mtime = (model / "model.onnx").stat().st_mtime_ns
     int8 = Classifier.from_artifact(model, precision="onnx-int8")
