@@ -40,7 +40,6 @@ if not __package__:  # run as a file, bench/dedup.py would not find the bench an
     sys.exit("run it from the repository root as a module: python -m bench.dedup --help")
 
 import argparse
-import json
 import random
 import time
 from collections import defaultdict
@@ -67,7 +66,6 @@ from serving.dedup import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS_FILES = ("labels/seed_units.jsonl", "labels/authored/*.jsonl")
 SHINGLE_SIZES = (2, 3, 4, 5, 6, 8)
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 NUM_PERMS = (64, 128, 256)
@@ -90,22 +88,14 @@ POSTSCRIPTS = ["（责任编辑：王敏）", "【纠错】【责任编辑：李
 
 def corpus_pools(min_chars: int = 15) -> dict[str, list[str]]:
     """Corpus sentences of min_chars+ characters, cleaned, distinct, pooled by their first label."""
-    import glob
-
-    from runtime.text import clean
+    from bench.common import load_corpus
 
     pools: dict[str, list[str]] = defaultdict(list)
     seen: set[str] = set()
-    for pattern in CORPUS_FILES:
-        for path in sorted(glob.glob(str(ROOT / pattern))):
-            for line in Path(path).read_text(encoding="utf-8").splitlines():
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                text = clean(record["text"])
-                if len(text) >= min_chars and text not in seen and record.get("labels"):
-                    seen.add(text)
-                    pools[record["labels"][0]].append(text)
+    for unit in load_corpus():  # cleaned, in file order
+        if len(unit.text) >= min_chars and unit.text not in seen and unit.labels:
+            seen.add(unit.text)
+            pools[unit.labels[0]].append(unit.text)
     return {label: texts for label, texts in sorted(pools.items()) if len(texts) >= 4 * BODY_SENTENCES}
 
 
