@@ -86,12 +86,12 @@ class Classifier:
         (`auto` is a decision, not a precision: runtime.precision.measure makes it.)"""
         import torch
 
-        if self._released_from is not None:
-            raise ValueError("this classifier's torch weights were released for ONNX Runtime; load the artifact "
-                             "again (Classifier.from_artifact) to score in another precision")
         if precision not in precisions.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(precisions.PRECISIONS)}, got {precision!r}"
                              + (" (runtime.precision.measure decides auto)" if precision == precisions.AUTO else ""))
+        if self._released_from is not None:
+            raise ValueError("this classifier's torch weights were released for ONNX Runtime; load the artifact "
+                             "again (Classifier.from_artifact) to score in another precision")
         if precision in precisions.ONNX_PRECISIONS:
             from runtime import onnx_runtime
 

@@ -258,7 +258,9 @@ def test_short_fine_tune_writes_a_servable_artifact(checkpoint: Path, tmp_path, 
             "--set", f"output_dir={out}", "--set", "data.label_files=[labels/seed_units.jsonl]",
             "--set", "train.epochs=0.3", "--set", "data.max_length=48", "--set", "train.eval_batch_size=32"]
     assert main(args) == 0
-    assert len(filled) == 1 and filled[0] > 150  # the seed units' train and validation splits
+    # Once for the seed units' train and validation splits; where the CPU offers bf16, train.precision=auto
+    # first times a batch of 16 with its own small cache.
+    assert [n for n in filled if n > 16] == filled[-1:] and filled[-1] > 150
     meta = json.loads((out / "artifact.json").read_text())
     assert meta["text_prefix"] == "query: " and meta["pooling"] == "mean"
     assert json.loads((out / "config.json").read_text())["model_type"] == "fic-bert"
