@@ -642,7 +642,9 @@ def label_issues(given: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.n
         from cleanlab.multilabel_classification import get_label_quality_scores
         from cleanlab.multilabel_classification.filter import find_label_issues
 
-        flagged = find_label_issues(labels=labels, pred_probs=full_probs)
+        # n_jobs=1: cleanlab's default forks a multiprocessing pool, which can hang on joining a child forked
+        # from a process that runs other threads (torch, tokenizers, Ray); the audit is seconds anyway.
+        flagged = find_label_issues(labels=labels, pred_probs=full_probs, n_jobs=1)
         quality = get_label_quality_scores(labels, full_probs)
         return np.asarray(flagged, dtype=bool), np.asarray(quality), "cleanlab 2 confident learning (multi-label)"
     except ImportError:
