@@ -137,6 +137,16 @@ def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_un
         chosen = classifier.precision
     if cache is not None and not reuse:
         raise BatchError("--cache keeps the scores that reuse looks up; drop --no-reuse or --cache")
+    if cache is not None:  # checked before any document is scored or a Ray actor starts
+        import sqlite3
+
+        import diskcache
+
+        try:
+            diskcache.Cache(str(cache)).close()
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            raise BatchError(f"--cache {cache}: cannot keep a cache there ({exc}); name a folder you can "
+                             "write to (it is created if missing)") from None
     run_info = {"model": name, "model_id": model_id(path), "precision": chosen, "max_units_per_doc": max_units,
                 "preprocessing_version": PREPROCESSING_VERSION, "record_version": RECORD_VERSION, "engine": engine}
     try:

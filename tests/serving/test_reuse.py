@@ -107,3 +107,9 @@ def test_cache_without_reuse_is_a_clear_error(tiny_artifact, tmp_path, capsys) -
     code = main([str(crawl), "-o", str(tmp_path / "o" / "units.jsonl"), "--model", str(tiny_artifact),
                  "--cache", str(tmp_path / "c"), "--no-reuse", "--no-progress"])
     assert code == 2 and "drop --no-reuse or --cache" in capsys.readouterr().err
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x", encoding="utf-8")
+    code = main([str(crawl), "-o", str(tmp_path / "o2" / "units.jsonl"), "--model", str(tiny_artifact),
+                 "--cache", str(not_a_folder), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot keep a cache there" in err and "Traceback" not in err
