@@ -577,6 +577,24 @@ def test_a_request_refused_for_load_is_refused_before_its_work_starts() -> None:
     assert asyncio.run(call(largest)).status_code == 200 and reached == [256, 256]
 
 
+def test_pages_are_scored_in_chunks_of_about_the_same_model_time() -> None:
+    from serving.guards import ModelQueue
+
+    queue = ModelQueue(budget_s=10.0, unit_cap=128)
+    queue.seconds_per_unit = 0.001
+    lengths = [3, 40, 500, 128, 10, 10, 10, 90, 7, 300, 1, 2]
+    ranges = queue.chunks(lengths, 0.2)
+    assert [i for start, end in ranges for i in range(start, end)] == list(range(len(lengths)))  # all, in order
+    for start, end in ranges:
+        cost = queue.units(lengths[start:end]) * queue.seconds_per_unit
+        assert cost <= 0.2 or end - start == 1  # one text over the budget is a chunk of its own
+        if end < len(lengths):  # a chunk ends only when the next text would push it over
+            assert cost + queue.units([lengths[end]]) * queue.seconds_per_unit > 0.2
+    queue.seconds_per_unit = 0.01  # a slower model: smaller chunks for the same time
+    assert len(queue.chunks(lengths, 0.2)) > len(ranges)
+    assert queue.chunks([], 0.2) == []
+
+
 @pytest.mark.slow
 def test_an_abandoned_page_stops_using_the_worker(live) -> None:
     import psutil
