@@ -27,7 +27,8 @@ BentoML:
   so a slow upload holds no slot while it arrives.
 - `guarded_service_class`: the one place that reaches past BentoML's public API. Given to
   `@bentoml.service(service_class=...)`, it wraps the app BentoML builds in `EdgeGuard` and
-  installs `ReadDeadlineProtocol` when the worker builds it; tests/serving/test_reliability.py
+  installs `ReadDeadlineProtocol` when the worker builds it, and bounds how long the adaptive
+  batcher holds a lone request (`bound_cork`); tests/serving/test_reliability.py
   (unknown paths leave /metrics unchanged; stalled uploads are closed) catch a BentoML change.
 - `ModelQueue`: admission for /classify. BentoML's batcher sheds a request part-way (a
   256-text request was split into four batches, the first ran, the rest were shed with a
@@ -349,6 +350,21 @@ class ModelQueue:
     def finish(self, units: int) -> None:
         self.pending = max(0, self.pending - units)
 
+    def chunks(self, lengths: Sequence[int], seconds: float) -> list[tuple[int, int]]:
+        """(start, end) ranges of consecutive texts, each estimated at about `seconds` of model time (at least
+        one text each): a page is scored in such chunks so that a /classify request waits at most one."""
+        per_unit = self.seconds_per_unit or 0.0
+        ranges, start, cost = [], 0, 0.0
+        for end, length in enumerate(lengths):
+            text_cost = self.units([length]) * per_unit
+            if end > start and cost + text_cost > seconds:
+                ranges.append((start, end))
+                start, cost = end, 0.0
+            cost += text_cost
+        if start < len(lengths):
+            ranges.append((start, len(lengths)))
+        return ranges
+
     def observe(self, texts: Sequence[str], seconds: float) -> None:
         """Record one model call's duration."""
         rate = seconds / max(self.units(len(text) for text in texts), 1)
@@ -496,7 +512,7 @@ def development_mode() -> bool:
 
 
 def guarded_service_class(spec: Callable[[Any], dict], api_paths: Sequence[str], max_body_bytes: int,
-                          read_timeout_s: float) -> type:
+                          read_timeout_s: float, max_cork_s: float = 0.05) -> type:
     """A `bentoml.Service` subclass whose ASGI app is wrapped in `EdgeGuard`, for
     `@bentoml.service(service_class=...)`; `spec(service)` builds the /docs.json document.
 
@@ -505,16 +521,45 @@ def guarded_service_class(spec: Callable[[Any], dict], api_paths: Sequence[str],
     `to_asgi`, which the worker calls before it starts uvicorn) can turn unknown paths away first.
     """
     import bentoml
+    from _bentoml_impl.server.app import ServiceAppFactory
 
     class GuardedService(bentoml.Service):
         __slots__ = ()
 
         def to_asgi(self, is_main: bool = True) -> ASGIApp:
+            # bentoml.Service.to_asgi, with the batchers' cork bounded between building and serving.
             use_read_deadline(read_timeout_s)
-            return EdgeGuard(super().to_asgi(is_main), spec=lambda: spec(self), api_paths=api_paths,
-                             max_body_bytes=max_body_bytes)
+            self.inject_config()
+            factory = ServiceAppFactory(self, is_main=is_main)
+            bound_cork(factory.dispatchers.values(), max_cork_s)
+            return EdgeGuard(factory(), spec=lambda: spec(self), api_paths=api_paths, max_body_bytes=max_body_bytes)
 
     return GuardedService
+
+
+def bound_cork(dispatchers: Iterable[Any], max_cork_s: float) -> None:
+    """Hold a request at most `max_cork_s` for company when the model is idle.
+
+    BentoML's adaptive batcher (CorkDispatcher) corks a request while the model is idle until
+    n * (wait of the newest + a tick + per-item time) passes 0.95 x `optimizer.wait`, and
+    `optimizer.wait` is the mean queue wait of the last 50 batches — time spent behind a busy
+    model included. After a burst that mean is the burst's queueing (about a second on the e5
+    default), so a lone sentence on an idle worker was held about that long, and the mean
+    decayed only as 50 new batches replaced the old (the operator's "0.9-1.2 s, for ~60
+    requests"). Under load batches form anyway while the model is busy; an idle model gains
+    nothing from waiting longer than a few tens of milliseconds.
+    """
+    for dispatcher in dispatchers:
+        dispatcher.optimizer = _bounded_optimizer(type(dispatcher.optimizer), max_cork_s)(dispatcher.max_latency)
+
+
+def _bounded_optimizer(base: type, max_cork_s: float) -> type:
+    class BoundedCork(base):  # type: ignore[misc, valid-type]
+        def trigger_refresh(self) -> None:
+            super().trigger_refresh()
+            self.wait = min(self.wait, max_cork_s)
+
+    return BoundedCork
 
 
 def refuse_new_connections_on_sigterm() -> None:
