@@ -90,7 +90,8 @@ def test_spans_are_merged_runs_strongest_first_cut_to_top_k_and_min_weight() -> 
 
 
 @pytest.mark.parametrize("raw", [
-    "支持高校院所與企業共建類腦芯片聯合實驗室,推動氫能產(chǎn)業(yè)發(fā)展。",  # traditional script with pinyin glosses
+    # traditional script with pinyin glosses
+    "支持高校院所與企業共建類腦芯片聯合實驗室,推動氫能產(chǎn)業(yè)發(fā)展。",
     "　全角ＡＩ芯片\u200b和  氢能   燃料电池 ",  # full-width forms, an invisible character, runs of spaces
     WITH_CUE,
 ])
