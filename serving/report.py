@@ -11,7 +11,8 @@ Sections: headline numbers, units and documents per direction, the
 share of noise, the pages with units decoded with the wrong codec, directions by source
 site (the url's host) and by month (a `date` field of the input when the scorer kept
 one, else the first full date printed on the page), and the pages richest in each
-direction with their strongest units.
+direction with their strongest units (the evidence for the direction highlighted when the crawl was
+scored with --explain).
 """
 
 from __future__ import annotations
@@ -319,7 +320,7 @@ def statistics(crawl: Crawl, top_pages: int = 5, top_units: int = 3) -> dict:
                 "direction_units": sum(d in u["labels"] for u in p.units),
                 "strongest": [
                     {"index": u.get("index"), "text": u["text"], "score": float(u["scores"].get(d, 0.0)),
-                     "labels": u["labels"]}
+                     "labels": u["labels"], "evidence": evidence_spans(u, d)}
                     for u in sorted((u for u in p.units if d in u["labels"]),
                                     key=lambda u: -float(u["scores"].get(d, 0.0)))[:top_units]
                 ],
@@ -352,6 +353,30 @@ def statistics(crawl: Crawl, top_pages: int = 5, top_units: int = 3) -> dict:
         "syndication": syndication(crawl, groups, bodies, top=max(10, top_pages)),
         "repost_only_sites": sorted(site for site, row in sites.items() if row["reposts"] == row["documents"]),
     }
+
+
+def evidence_spans(unit: dict, direction: str) -> list[dict]:
+    """The unit's evidence for `direction` (python -m serving.batch --explain), spans that index its text; [] when
+    the crawl was scored without --explain or a span does not fit the text (a record edited by hand)."""
+    evidence = unit.get("evidence")
+    spans = evidence.get(direction) if isinstance(evidence, dict) else None
+    text = unit["text"]
+    return [span for span in spans or [] if isinstance(span, dict) and isinstance(span.get("start"), int)
+            and isinstance(span.get("end"), int) and 0 <= span["start"] < span["end"] <= len(text)]
+
+
+def highlight(text: str, spans: list[dict]) -> str:
+    """HTML of `text` with each evidence span in a <mark> (escaped piece by piece; overlaps are skipped)."""
+    parts, cursor = [], 0
+    for span in sorted(spans, key=lambda s: s["start"]):
+        if span["start"] < cursor:
+            continue
+        weight = float(span.get("weight") or 0)
+        parts.append(_esc(text[cursor:span["start"]]))
+        parts.append(f'<mark title="evidence weight {weight:.2f}">{_esc(text[span["start"]:span["end"]])}</mark>')
+        cursor = span["end"]
+    parts.append(_esc(text[cursor:]))
+    return "".join(parts)
 
 
 # ----------------------------------------------------------------------------- charts (inline SVG)
@@ -453,6 +478,7 @@ text-align:right;vertical-align:top}th{background:#f6f6f6}td.l,th.l{text-align:l
 ol.units{margin:4px 0 10px;padding-left:22px;font-size:14px}ol.units li{margin:2px 0}
 .score{font-variant-numeric:tabular-nums;color:#333;background:#f1f1f1;border-radius:3px;padding:0 4px;font-size:12px}
 .page{margin:8px 0 14px}.page .head{font-size:13px}
+mark{background:#ffe08a;border-radius:2px;padding:0 1px}
 """
 
 
@@ -510,6 +536,8 @@ def render(crawl: Crawl, stats: dict, title: str | None = None, max_rows: int = 
         generated=time.strftime("%Y-%m-%d %H:%M"), on_topic=stats["units"] - stats["noise_units"],
         other_colour=OTHER_COLOUR, no_site=NO_SITE, max_rows=max_rows,
         label=lambda label: _label(crawl, label), colour=lambda label: _colour(crawl, label),
+        highlight=lambda text, spans: Markup(highlight(text, spans)),
+        explained=any("evidence" in u for u in crawl.units),
         charts={name: Markup(svg) for name, svg in charts.items()},
         tables={"sites": _table(crawl, stats["sites"], max_rows, reposts=True),
                 "months": _table(crawl, stats["months"], max_rows)},
