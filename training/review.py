@@ -6,7 +6,9 @@
 
 `export` writes four files beside OUT (say `review/crawl.json`):
   crawl.json                 Label Studio tasks (import them into a project), the model's labels as `predictions`
-  crawl.label_config.xml     the labelling interface: one multi-choice over the seven labels
+                             and, for a crawl scored with --explain, its evidence as pre-annotated spans
+  crawl.label_config.xml     the labelling interface: one multi-choice over the seven labels, and the span
+                             labels that show the evidence (the import reads only the choices)
   crawl.instructions.html    the labelling rules for the project's instructions
   crawl.jsonl                the same units for people who label in a text editor: fill in `labels`
 
@@ -49,6 +51,7 @@ REVIEWED_DIR = Path("labels/reviewed")
 REVIEWED_SOURCE = "reviewed"
 DEFAULT_CONFIG = "configs/offline-small.yaml"
 FROM_NAME, TO_NAME = "labels", "text"  # the names the labelling config gives its Choices and Text tags
+EVIDENCE_NAME = "evidence"  # its Labels tag: the model's evidence spans over the text, one label per direction
 DUPLICATE_JACCARD = 0.8  # character 5-gram Jaccard at or above which two units count as near-duplicates
 SHINGLE = 5
 
@@ -133,21 +136,34 @@ def order_rare_first(candidates: list[Candidate], frequency: dict[str, int], flo
     return out + low
 
 
+def shown_label(taxonomy: Taxonomy, names_en: dict[str, str], label: str) -> str:
+    """How a label reads in Label Studio (Chinese · English); its choices and span labels carry it."""
+    return f"{taxonomy.names.get(label, label)} · {names_en.get(label, label)}"
+
+
 def label_config(taxonomy: Taxonomy, names_en: dict[str, str] | None = None) -> str:
-    """Label Studio labelling config: the unit, a note on why it was picked, one multi-choice over the labels."""
+    """Label Studio labelling config: the model's evidence spans over the unit (one span label per direction),
+    a note on why it was picked, one multi-choice over the labels."""
     from xml.sax.saxutils import quoteattr
 
+    from serving.report import PALETTE
+
     names_en = names_en or {}
-    choices = []
-    for label in taxonomy.all_labels:
-        shown = f"{taxonomy.names.get(label, label)} · {names_en.get(label, label)}"
-        choices.append(f"    <Choice value={quoteattr(shown)} alias={quoteattr(label)}/>")
+    choices = [f"    <Choice value={quoteattr(shown_label(taxonomy, names_en, label))} alias={quoteattr(label)}/>"
+               for label in taxonomy.all_labels]
+    spans = [f"    <Label value={quoteattr(shown_label(taxonomy, names_en, d))} alias={quoteattr(d)} "
+             f"background={quoteattr(PALETTE[i % len(PALETTE)])}/>" for i, d in enumerate(taxonomy.directions)]
     rule = (f"Tick every direction the unit itself substantively talks about, or only "
             f"{taxonomy.names.get(taxonomy.other, taxonomy.other)} ({taxonomy.other}) when it names none of them: "
             f"{taxonomy.other} never goes with a direction. See the instructions for the rules.")
     return "\n".join([
         "<View>",
         f"  <Header value={quoteattr(rule)} size=\"6\"/>",
+        # The model's evidence, pre-annotated when the crawl was scored with --explain: context for the
+        # reviewer, never read back (the import takes the choices only).
+        f"  <Labels name=\"{EVIDENCE_NAME}\" toName=\"{TO_NAME}\" showInline=\"true\">",
+        *spans,
+        "  </Labels>",
         f"  <Text name=\"{TO_NAME}\" value=\"$text\"/>",
         (f"  <Choices name=\"{FROM_NAME}\" toName=\"{TO_NAME}\" choice=\"multiple\" showInline=\"false\""
          " required=\"true\""),
@@ -182,8 +198,31 @@ def instructions_html(taxonomy: Taxonomy) -> str:
     )
 
 
-def ls_task(cand: Candidate, model_version: str) -> dict:
-    """One Label Studio task with the suggestion as a pre-annotation."""
+def utf16_offset(text: str, index: int) -> int:
+    """A Python character offset as Label Studio counts it: in UTF-16 code units (its browser side is JavaScript),
+    where a character above U+FFFF takes two."""
+    return index + sum(1 for ch in text[:index] if ord(ch) > 0xFFFF)
+
+
+def evidence_regions(cand: Candidate, shown: dict[str, str]) -> list[dict]:
+    """The evidence spans of the suggested directions as Label Studio `labels` regions over the text."""
+    evidence = cand.meta.get("evidence") or {}
+    regions = []
+    for direction in cand.suggested:
+        for span in evidence.get(direction) or []:
+            start, end = span["start"], span["end"]
+            if not (0 <= start < end <= len(cand.text)) or cand.text[start:end] != span["text"]:
+                continue  # not this text's span (a record edited by hand): show nothing rather than a wrong one
+            regions.append({"from_name": EVIDENCE_NAME, "to_name": TO_NAME, "type": "labels",
+                            "value": {"start": utf16_offset(cand.text, start), "end": utf16_offset(cand.text, end),
+                                      "text": span["text"], "labels": [shown.get(direction, direction)]},
+                            "score": span.get("weight")})
+    return regions
+
+
+def ls_task(cand: Candidate, model_version: str, shown: dict[str, str] | None = None) -> dict:
+    """One Label Studio task with the suggestion as a pre-annotation, and the evidence for it as spans when the
+    scored units carry evidence (`shown`: label id -> the value its Label tag shows)."""
     meta = cand.meta
     data = {
         "text": cand.text,
@@ -205,7 +244,7 @@ def ls_task(cand: Candidate, model_version: str) -> dict:
             "model_version": model_version,
             "score": round(1.0 - min(cand.priority, 1.0), 4),
             "result": [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices",
-                        "value": {"choices": list(cand.suggested)}}],
+                        "value": {"choices": list(cand.suggested)}}, *evidence_regions(cand, shown or {})],
         }],
     }
 
@@ -235,8 +274,9 @@ def write_review(out: Path, candidates: list[Candidate], taxonomy: Taxonomy, mod
     paths = review_paths(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     names_en = _english_names(taxonomy)
-    paths["tasks"].write_text(json.dumps([ls_task(c, model_version) for c in candidates], ensure_ascii=False, indent=1),
-                              encoding="utf-8")
+    shown = {d: shown_label(taxonomy, names_en, d) for d in taxonomy.directions}
+    paths["tasks"].write_text(json.dumps([ls_task(c, model_version, shown) for c in candidates], ensure_ascii=False,
+                                         indent=1), encoding="utf-8")
     paths["config"].write_text(label_config(taxonomy, names_en), encoding="utf-8")
     paths["instructions"].write_text(instructions_html(taxonomy), encoding="utf-8")
     paths["jsonl"].write_text("".join(json.dumps(editor_line(c), ensure_ascii=False) + "\n" for c in candidates),
@@ -404,7 +444,7 @@ def export_candidates(units: list[dict], thresholds: dict[str, float], taxonomy:
         priority = uncertainty + (0.5 if disagree else 0.0)
         ref = f"{u.get('doc_id')}#{u.get('index')}"
         meta = {"ref": ref, "doc": u.get("doc_id"), "url": u.get("url"), "unit": u.get("index"),
-                "start": u.get("start"), "end": u.get("end"), "scores": u["scores"]}
+                "start": u.get("start"), "end": u.get("end"), "scores": u["scores"], "evidence": u.get("evidence")}
         candidates.append(Candidate(u["text"], list(u["labels"]), reasons, priority, focus, meta))
     return candidates, dict(frequency)
 

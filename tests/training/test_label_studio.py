@@ -122,19 +122,21 @@ def test_round_trip(label_studio, tiny_artifact, tmp_path) -> None:
     from training.review import main as review
 
     client = label_studio
-    # 1. Score a new crawl and export the units worth reviewing.
+    # 1. Score a new crawl with evidence and export the units worth reviewing.
     crawl = tmp_path / "crawl"
     crawl.mkdir()
     (crawl / "page.txt").write_text(PAGE, encoding="utf-8")
     scored = tmp_path / "scored" / "units.jsonl"
     result = subprocess.run([sys.executable, "-m", "serving.batch", str(crawl), "-o", str(scored), "--model",
-                             str(tiny_artifact), "--precision", "fp32", "--no-progress"],
+                             str(tiny_artifact), "--precision", "fp32", "--no-progress", "--explain"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     export = tmp_path / "review" / "crawl.json"
     assert review(["export", str(scored), "-n", "8", "-o", str(export), "--model", str(tiny_artifact)]) == 0
     tasks = json.loads(export.read_text(encoding="utf-8"))
     assert len(tasks) == 8
+    spans = {t["data"]["text"]: [r for r in t["predictions"][0]["result"] if r["type"] == "labels"] for t in tasks}
+    assert any(spans.values())  # the model's evidence rides along as pre-annotated spans
 
     # 2. A project with our labelling config and instructions; import the tasks with their predictions.
     response = client.post("/api/projects", json={
@@ -153,6 +155,10 @@ def test_round_trip(label_studio, tiny_artifact, tmp_path) -> None:
     listed = client.get("/api/tasks", params={"project": project, "page_size": 100}).json()["tasks"]
     assert len(listed) == 8 and all(t["total_predictions"] == 1 for t in listed)
     by_text = {t["data"]["text"]: t for t in listed}
+    # Label Studio kept the span regions of the predictions as sent.
+    for text, task in by_text.items():
+        (stored,) = client.get(f"/api/tasks/{task['id']}").json()["predictions"]
+        assert [r["value"] for r in stored["result"] if r["type"] == "labels"] == [r["value"] for r in spans[text]]
     answers = {}
     for text, task in list(by_text.items())[:3]:
         if "氢能" in text or "燃料电池" in text:
@@ -167,8 +173,10 @@ def test_round_trip(label_studio, tiny_artifact, tmp_path) -> None:
             labels = ["future_information"]
         else:
             labels = ["other"]
+        # The reviewer keeps the model's first evidence span (if any) beside the choices; import reads the choices.
+        kept = [{k: r[k] for k in ("from_name", "to_name", "type", "value")} for r in spans[text][:1]]
         response = client.post(f"/api/tasks/{task['id']}/annotations/", json={"result": [
-            {"from_name": "labels", "to_name": "text", "type": "choices", "value": {"choices": labels}}]})
+            {"from_name": "labels", "to_name": "text", "type": "choices", "value": {"choices": labels}}, *kept]})
         assert response.status_code == 201, response.text
         answers[text] = labels
 
