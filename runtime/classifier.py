@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -26,6 +26,25 @@ log = logging.getLogger(__name__)
 # Characters of one unit handed to the tokenizer: far beyond max_length tokens for any tokenizer
 # we use, so a longer unit is certainly cut, and tokenising a 50 MB line costs no more than this.
 MAX_CHARS_PER_TOKEN = 16
+
+
+def int8_copy(model, select: Callable[[str], bool] | None = None, per_channel: bool = False):
+    """A copy of `model` with dynamic int8 in the Linear layers whose names `select` accepts (all when None);
+    weight scales per output channel when `per_channel`, else one per tensor."""
+    import copy
+    import warnings
+
+    import torch
+    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
+
+    qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+    chosen = {name: qconfig for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear) and (select is None or select(name))}
+    with warnings.catch_warnings():
+        # torch.ao dynamic quantization is deprecated in favour of torchao, which has no
+        # CPU dynamic-int8 path for this torch yet; it still works and is the fastest here.
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), chosen, dtype=torch.qint8)
 
 
 class Classifier:
@@ -84,8 +103,6 @@ class Classifier:
         """Run forward passes in fp32, bf16 or fp16 autocast, int8 dynamic quantization, or
         ONNX Runtime (onnx: fp32, onnx-int8: int8 weights) on the exported graph.
         (`auto` is a decision, not a precision: runtime.precision.measure makes it.)"""
-        import torch
-
         if precision not in precisions.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(precisions.PRECISIONS)}, got {precision!r}"
                              + (" (runtime.precision.measure decides auto)" if precision == precisions.AUTO else ""))
@@ -105,16 +122,7 @@ class Classifier:
         elif precision == "int8":
             if self.device.type != "cpu":
                 raise ValueError("int8 dynamic quantization runs on the CPU only; use fp16 or bf16 on a GPU")
-            import copy
-            import warnings
-
-            with warnings.catch_warnings():
-                # torch.ao dynamic quantization is deprecated in favour of torchao, which has no
-                # CPU dynamic-int8 path for this torch yet; it still works and is the fastest here.
-                warnings.simplefilter("ignore")
-                self._runner = torch.ao.quantization.quantize_dynamic(
-                    copy.deepcopy(self.model), {torch.nn.Linear}, dtype=torch.qint8
-                )
+            self._runner = int8_copy(self.model)
         else:
             if precision == "fp16" and self.device.type != "cuda":
                 raise ValueError("fp16 needs a GPU; on the CPU use bf16 or int8")
