@@ -322,6 +322,9 @@ class ModelQueue:
         self.budget_s = budget_s
         self.unit_cap = unit_cap
         self.seconds_per_unit: float | None = None  # unknown until the first model call is timed
+        # The first call's rate (the service times one at startup, on an idle worker): what the model needs
+        # when it has the cores to itself, for limits that must not move with the load.
+        self.idle_seconds_per_unit: float | None = None
         self.pending = 0  # units admitted and not finished
 
     def units(self, lengths: Iterable[int]) -> int:
@@ -368,6 +371,8 @@ class ModelQueue:
     def observe(self, texts: Sequence[str], seconds: float) -> None:
         """Record one model call's duration."""
         rate = seconds / max(self.units(len(text) for text in texts), 1)
+        if self.idle_seconds_per_unit is None:
+            self.idle_seconds_per_unit = rate
         self.seconds_per_unit = rate if self.seconds_per_unit is None else 0.7 * self.seconds_per_unit + 0.3 * rate
 
 

@@ -51,7 +51,10 @@ TIMEOUT_S = 120  # BentoML's per-request timeout (504)
 # Estimated model time of one page chunk: a /classify request waits for at most one chunk per page in
 # flight, so this bounds its wait behind pages. Sized by time, not units: 32 units were 0.1 s on a small
 # model and over a second on the e5 default; a chunk this long still batches enough units to run efficiently.
-PAGE_CHUNK_S = 0.15
+PAGE_CHUNK_S = 0.25
+# Most model time one page may need, estimated from the idle worker's speed: the rest of TIMEOUT_S is left
+# for turns with /classify and the other page in flight. A longer page is refused before its work starts.
+PAGE_BUDGET_S = TIMEOUT_S / 2
 PAGES_IN_FLIGHT = 2  # pages scored at once; more wait (without using the CPU) for a slot
 API_PATHS = ("/classify", "/classify_page")
 MAX_URL_CHARS = 4096
@@ -179,6 +182,11 @@ class FutureIndustryClassifier:
             return refuse(413, f"the page splits into {len(units)} units, more than FIC_MAX_PAGE_UNITS="
                                f"{SETTINGS.max_page_units}; send it in parts, or score large documents offline "
                                "with python -m serving.batch")
+        needs_s = QUEUE.units(len(unit.text) for unit in units) * (QUEUE.idle_seconds_per_unit or 0.0)
+        if needs_s > PAGE_BUDGET_S:
+            return refuse(413, f"the page's {len(units)} units need about {needs_s:.0f} s of model time on this "
+                               f"worker, more than the {PAGE_BUDGET_S:.0f} s one page may take; send it in parts, or "
+                               "score large documents offline with python -m serving.batch")
         predictions: list = []
         async with self.page_slots:
             # Chunked by the model's measured speed now, after any wait for a slot.
