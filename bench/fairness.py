@@ -7,8 +7,8 @@ One server (the artifact packaged into a temporary BENTOML_HOME, served on a fre
 four phases, each measured side by side in this one run:
 
 1. alone: one client sends single sentences back to back for --duration seconds;
-2. beside pages: the same, while another client sends the largest page the limits allow
-   (FIC_MAX_PAGE_UNITS real units, within FIC_MAX_PAGE_CHARS) back to back;
+2. beside pages: the same, while another client sends the largest page the limits allow back to back
+   (real units of 90+ characters, as many as FIC_MAX_PAGE_UNITS and FIC_MAX_PAGE_CHARS allow);
 3. largest page: that page alone on the idle worker, --pages times (the worst case an operator plans for);
 4. after a burst: 32 clients send 1-4 units for --burst seconds, then, after one second of quiet, one
    client sends --after single sentences one at a time (BentoML's batcher once held such a lone
@@ -58,13 +58,18 @@ def latency_summary(latencies: list[float], seconds: float) -> dict:
 
 
 def largest_page(units: list[str], max_units: int, max_chars: int) -> str:
-    """Real units, one per line, up to the service's unit and character limits."""
+    """Real units, one per line, as many as the service's unit and character limits allow (counted as the
+    service counts them: split_units may split a line further)."""
+    from runtime.text import split_units
+
     lines, chars = [], 0
     for text in units:
         if len(lines) == max_units or chars + len(text) + 1 > max_chars:
             break
         lines.append(text)
         chars += len(text) + 1
+    while len(split_units("\n".join(lines))) > max_units:
+        lines = lines[: len(lines) - max(1, (len(split_units("\n".join(lines))) - max_units) // 2)]
     return "\n".join(lines)
 
 
@@ -112,13 +117,18 @@ async def burst(url: str, units: list[str], users: int, seconds: float, seed: in
 async def measure(url: str, args: argparse.Namespace) -> dict:
     import httpx
 
+    from runtime.text import split_units
+
     units = benchmark_units(4000, seed=args.seed)
     short = [text for text in units if 8 <= len(text) <= 80]
     async with httpx.AsyncClient(base_url=url, timeout=600, trust_env=False) as client:
         limits = (await client.get("/metadata")).json()["limits"]
-        page = largest_page(units, limits["max_page_units"], limits["max_page_chars"])
+        # The worst case the limits allow: long real units (the model reads up to max_length tokens of each).
+        long_units = [text for text in units if len(text) >= 90]
+        long_units *= limits["max_page_units"] // len(long_units) + 1
+        page = largest_page(long_units, limits["max_page_units"], limits["max_page_chars"])
         await sentences(client, short, count=20)  # untimed: first-call costs
-        out: dict = {"page": {"units": page.count("\n") + 1, "chars": len(page)}}
+        out: dict = {"page": {"units": len(split_units(page)), "chars": len(page)}}
 
         started = time.monotonic()
         out["alone"] = latency_summary(await sentences(client, short, until=started + args.duration), args.duration)
@@ -166,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = header("fairness", settings)
     with tempfile.TemporaryDirectory(prefix="fic-fairness-") as tmp:
         home = Path(tmp) / "bentoml"
-        tag = package_model(args.artifact.resolve(), home)
+        tag = package_model(args.artifact.resolve(), home, args.precision)
         env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True", "FIC_MODEL": tag,
                "FIC_PRECISION": args.precision}
         with bentoml_server(env, Path(tmp) / "serve.log", ready_timeout=300) as (url, _, _):

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="fic-load-") as tmp:
         home = Path(tmp) / "bentoml"
-        tag = package_model(args.artifact.resolve(), home)
+        tag = package_model(args.artifact.resolve(), home, args.precision)
         port = free_port()
         url = f"http://{HOST}:{port}"
         log_path = Path(tmp) / "serve.log"

@@ -67,9 +67,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def package_model(artifact: Path, bento_home: Path) -> str:
-    """python -m serving.package into the temporary store; returns the model tag."""
-    result = subprocess.run([sys.executable, "-m", "serving.package", str(artifact), "--name", MODEL_NAME],
+def package_model(artifact: Path, bento_home: Path, precision: str | None = None) -> str:
+    """python -m serving.package into the temporary store (deciding the precision with auto unless one is
+    given); returns the model tag."""
+    pinned = ["--precision", precision] if precision else []
+    result = subprocess.run([sys.executable, "-m", "serving.package", str(artifact), "--name", MODEL_NAME, *pinned],
                             cwd=ROOT,
                             env={**os.environ, "BENTOML_HOME": str(bento_home), "BENTOML_DO_NOT_TRACK": "True"},
                             capture_output=True, text=True, timeout=600)
@@ -401,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"in-process reference on {len(units)} units ...", flush=True)
         report["offline"] = offline_reference(artifact, units, args.precision, args.max_batch_size, args.repeats,
                                               args.threads)
-        tag = package_model(artifact, work / "bentoml")
+        tag = package_model(artifact, work / "bentoml", args.precision)
         report["model"]["tag"] = tag
         report["servers"] = {}
         for name in args.batching:
