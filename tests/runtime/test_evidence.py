@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,50 +10,22 @@ import pytest
 from runtime.decide import Prediction
 from runtime.evidence import EvidenceError, EvidenceSettings, Explainer, lexical_contributions, spans_from_weights
 from runtime.text import clean
+from tests.evidence_models import DIRECTIONS, fit_lexical, tiny_classifier
 
-DIRECTIONS = ["future_manufacturing", "future_information", "future_materials", "future_energy", "future_space",
-              "future_health"]
 E5 = Path("artifacts/offline-e5-small")
 NEUTRAL = "会议要求各部门压实责任,确保各项任务按期落地见效。"
 CUE = "氢能"
 WITH_CUE = "会议要求各部门压实责任,加快" + CUE + "示范应用,确保各项任务按期落地见效。"
 
 
-def labelled(*files: str) -> tuple[list[str], np.ndarray]:
-    rows = [json.loads(line) for name in files for line in Path(name).read_text(encoding="utf-8").splitlines()
-            if line.strip()]
-    return [clean(r["text"]) for r in rows], np.array([[d in r["labels"] for d in DIRECTIONS] for r in rows], int)
-
-
 @pytest.fixture(scope="module")
 def lexical():
-    from runtime.lexical import LexicalModel
-
-    texts, y = labelled("labels/seed_units.jsonl", "labels/authored/future_energy.jsonl",
-                        "labels/authored/other_general.jsonl")
-    return LexicalModel.fit(texts, y)
+    return fit_lexical()
 
 
 @pytest.fixture(scope="module")
 def tiny(lexical):
-    """A classifier with a random one-layer encoder (character tokenizer, `query: ` prefix) and a real TF-IDF half."""
-    import torch
-    from transformers import BertTokenizer
-
-    from runtime.classifier import Classifier
-    from runtime.modeling import PooledBertConfig, PooledBertForSequenceClassification
-    from training.model import char_vocab
-
-    texts, _ = labelled("labels/seed_units.jsonl", "labels/authored/hk_tw_usage.jsonl")
-    vocab = char_vocab(texts + ["query: "])
-    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, tokenize_chinese_chars=True)
-    torch.manual_seed(0)
-    config = PooledBertConfig(pooling="mean", vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
-                              num_attention_heads=2, intermediate_size=32, max_position_embeddings=64,
-                              num_labels=len(DIRECTIONS))
-    model = PooledBertForSequenceClassification(config)
-    return Classifier(model, tokenizer, DIRECTIONS, [0.5] * 6, "other", max_length=64, text_prefix="query: ",
-                      lexical=lexical)
+    return tiny_classifier(lexical)
 
 
 def test_tfidf_contributions_add_up_to_its_logit(lexical) -> None:
