@@ -9,7 +9,9 @@ four phases, each measured side by side in this one run:
 1. alone: one client sends single sentences back to back for --duration seconds;
 2. beside pages: the same, while another client sends the largest page the limits allow back to back
    (real units of 90+ characters, as many as FIC_MAX_PAGE_UNITS and FIC_MAX_PAGE_CHARS allow);
-3. largest page: that page alone on the idle worker, --pages times (the worst case an operator plans for);
+3. largest page: that page alone on the idle worker, --pages times (the worst case an operator plans for;
+   a page the service estimates over its time budget is refused before any work, so the largest page
+   it accepts is found by cutting 10% at a time);
 4. after a burst: 32 clients send 1-4 units for --burst seconds, then, after one second of quiet, one
    client sends --after single sentences one at a time (BentoML's batcher once held such a lone
    request for about the burst's mean queue wait, for ~50 batches).
@@ -128,7 +130,18 @@ async def measure(url: str, args: argparse.Namespace) -> dict:
         long_units *= limits["max_page_units"] // len(long_units) + 1
         page = largest_page(long_units, limits["max_page_units"], limits["max_page_chars"])
         await sentences(client, short, count=20)  # untimed: first-call costs
-        out: dict = {"page": {"units": len(split_units(page)), "chars": len(page)}}
+        # The service refuses (413, before any work) a page it estimates at more model time than a page may
+        # take on this worker; the largest page it accepts is the worst case. Also the untimed first page.
+        refused = 0
+        while (response := await client.post("/classify_page", json={"text": page})).status_code == 413:
+            refused += 1
+            lines = page.split("\n")
+            page = "\n".join(lines[: int(len(lines) * 0.9)])
+        response.raise_for_status()
+        out: dict = {"page": {"units": len(split_units(page)), "chars": len(page), "larger_pages_refused": refused,
+                              "refusal": None}}
+        if refused:
+            out["page"]["refusal"] = "413: the page's estimated model time is over the service's page budget"
 
         started = time.monotonic()
         out["alone"] = latency_summary(await sentences(client, short, until=started + args.duration), args.duration)
