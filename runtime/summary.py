@@ -16,11 +16,17 @@ DOMINANT_SHARE = 0.25
 MAX_DOMINANT = 3
 
 
-def unit_records(units: Sequence[Unit], predictions: Sequence[Prediction]) -> list[dict]:
+def unit_records(units: Sequence[Unit], predictions: Sequence[Prediction],
+                 evidence: Sequence[dict] | None = None) -> list[dict]:
     # `damaged`: the unit looks like text decoded with the wrong codec (runtime/text.py), so the page
     # is worth fetching again; the prediction of such a unit is usually `other`.
-    return [{**unit.to_dict(), **pred.to_dict(), "damaged": looks_damaged(unit.text)}
-            for unit, pred in zip(units, predictions)]
+    # `evidence` (runtime/evidence.py), when asked for: {direction: [span, ...]} with offsets into `text`.
+    records = [{**unit.to_dict(), **pred.to_dict(), "damaged": looks_damaged(unit.text)}
+               for unit, pred in zip(units, predictions)]
+    if evidence is not None:
+        for record, spans in zip(records, evidence):
+            record["evidence"] = spans
+    return records
 
 
 def dominant_directions(label_sets: Sequence[Sequence[str]], directions: Sequence[str], other: str) -> list[str]:

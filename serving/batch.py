@@ -101,9 +101,10 @@ def resolve_precision(path: Path, requested: str | None, batch_size: int) -> str
 def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_units: int = 2048,
         progress: bool = False, precision: str | None = None, engine: str = "local",
         max_units: int = DEFAULT_MAX_UNITS_PER_DOC, follow_symlinks: bool = False, address: str | None = None,
-        actors: int = 1, cache: Path | None = None, reuse: bool = True) -> Tally:
+        actors: int = 1, cache: Path | None = None, reuse: bool = True, explain: bool = False) -> Tally:
     """Score `inputs` into `out`. Each distinct unit is scored once per run (`reuse`), and once per model
-    across runs with a `cache` folder (serving/reuse.py)."""
+    across runs with a `cache` folder (serving/reuse.py). With `explain` each unit record carries the
+    evidence for its directions (runtime/evidence.py)."""
     from runtime.text import PREPROCESSING_VERSION
     from runtime.threads import configure_threads
 
@@ -113,6 +114,9 @@ def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_un
 
         if recorded_precision(path) is None:  # both engines then score in fp32
             log.info(NO_RECORD_HINT, name)
+    if explain and precision in ONNX_PRECISIONS:
+        raise BatchError(f"--explain needs the model's torch weights, which --precision {precision} does without; "
+                         "use --precision fp32 (or int8, bf16)")
     if precision in ONNX_PRECISIONS:
         from runtime import onnx_runtime
 
@@ -135,6 +139,9 @@ def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_un
         except ValueError as exc:  # a precision this device cannot run (fp16 on a CPU, int8 on a GPU)
             raise BatchError(f"--precision {precision}: {exc}") from None
         chosen = classifier.precision
+    if explain and chosen in ONNX_PRECISIONS:  # recorded with the model, not asked for
+        raise BatchError(f"--explain needs the model's torch weights, but {name} is recorded to score with "
+                         f"{chosen}, which does without them; pass --precision fp32 (or int8, bf16)")
     if cache is not None and not reuse:
         raise BatchError("--cache keeps the scores that reuse looks up; drop --no-reuse or --cache")
     if cache is not None:  # checked before any document is scored or a Ray actor starts
@@ -148,7 +155,8 @@ def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_un
             raise BatchError(f"--cache {cache}: cannot keep a cache there ({exc}); name a folder you can "
                              "write to (it is created if missing)") from None
     run_info = {"model": name, "model_id": model_id(path), "precision": chosen, "max_units_per_doc": max_units,
-                "preprocessing_version": PREPROCESSING_VERSION, "record_version": RECORD_VERSION, "engine": engine}
+                "preprocessing_version": PREPROCESSING_VERSION, "record_version": RECORD_VERSION, "engine": engine,
+                "explain": explain}
     try:
         done = start(out, run_info)
     except ResumeMismatch as exc:
@@ -160,7 +168,7 @@ def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_un
             log.info("model %s at %s on Ray; %d documents already in %s", name, chosen, len(done), out)
             ray_engine.run(path, chosen, inputs, tally, done, batch_size=batch_size, max_units=max_units,
                            follow_symlinks=follow_symlinks, address=address, actors=actors, progress=progress,
-                           reuse=reuse, cache=cache, model_id=run_info["model_id"])
+                           reuse=reuse, cache=cache, model_id=run_info["model_id"], explain=explain)
         else:
             from serving.sources import iter_documents
 
@@ -172,9 +180,14 @@ def run(inputs: list[str], out: Path, model: str, batch_size: int = 64, chunk_un
 
                 scorer = ReusingScorer(classifier, scoring_identity(classifier, run_info["model_id"]), cache)
                 tally.reuse = scorer.stats
+            explainer = None
+            if explain:
+                from runtime.evidence import Explainer
+
+                explainer = Explainer(classifier)
             try:
                 local_engine.run(scorer, iter_documents(inputs, follow_symlinks, done), tally, chunk_units,
-                                 max_units, progress)
+                                 max_units, progress, explainer)
             finally:
                 if reuse:
                     scorer.close()
@@ -232,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-reuse", action="store_true",
                         help="score every unit even when the same text was scored earlier in the run (for "
                              "measurements; the output is the same)")
+    parser.add_argument("--explain", action="store_true",
+                        help="add each unit's evidence: for every direction it was given, the spans of its cleaned "
+                             "text that drove it, with weights (runtime/evidence.py; seconds of CPU per unit and "
+                             "direction on the e5 model, see docs/evidence.md)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     setup_logging()
@@ -244,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tally = run(args.inputs, args.output, args.model, args.batch_size, args.chunk_units, not args.no_progress,
                     args.precision, args.engine, args.max_units_per_doc, args.follow_symlinks, args.address,
-                    args.actors, args.cache, not args.no_reuse)
+                    args.actors, args.cache, not args.no_reuse, args.explain)
     except BatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

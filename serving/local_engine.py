@@ -63,18 +63,30 @@ def split_document(doc: Document, max_units: int) -> tuple[list[Unit], list[str]
     return units, warnings, cap
 
 
-def score_split(classifier,
-                split: Sequence[tuple[list[Unit], list[str], dict | None]]) -> list[tuple[list[dict], dict]]:
-    """Score every unit of several documents in one length-sorted pass; records and summary per document."""
+def explain_distinct(explainer, texts: Sequence[str], predictions: Sequence) -> list[dict]:
+    """Evidence per unit, each distinct text explained once (page furniture repeats, and explaining is costly)."""
+    first: dict[str, int] = {}
+    for i, text in enumerate(texts):
+        first.setdefault(text, i)
+    order = list(first.values())
+    found = dict(zip(first, explainer.explain([texts[i] for i in order], [predictions[i] for i in order])))
+    return [found[text] for text in texts]
+
+
+def score_split(classifier, split: Sequence[tuple[list[Unit], list[str], dict | None]],
+                explainer=None) -> list[tuple[list[dict], dict]]:
+    """Score every unit of several documents in one length-sorted pass; records and summary per document.
+    With an `explainer` (runtime.evidence.Explainer) each record carries its evidence."""
     from runtime.summary import summarize, unit_records
 
     flat = [unit.text for units, _, _ in split for unit in units]
     predictions = classifier.predict(flat, already_clean=True)
+    evidence = explain_distinct(explainer, flat, predictions) if explainer is not None else None
     out, cursor = [], 0
     for units, warnings, cap in split:
         preds = predictions[cursor:cursor + len(units)]
+        records = unit_records(units, preds, evidence[cursor:cursor + len(units)] if evidence is not None else None)
         cursor += len(units)
-        records = unit_records(units, preds)
         summary = summarize(preds, classifier.labels, classifier.other)
         summary["damaged_units"] = sum(record["damaged"] for record in records)
         if warnings:
@@ -97,8 +109,10 @@ def _raise_terminated(signum, frame):  # noqa: ARG001 - signal handler signature
     raise Terminated()
 
 
-def run(classifier, items: Iterator[Item], tally: Tally, chunk_units: int, max_units: int, progress: bool) -> None:
-    """Score documents as they stream in, about chunk_units units per length-sorted pass."""
+def run(classifier, items: Iterator[Item], tally: Tally, chunk_units: int, max_units: int, progress: bool,
+        explainer=None) -> None:
+    """Score documents as they stream in, about chunk_units units per length-sorted pass (and explain them
+    with an `explainer`)."""
     from tqdm.auto import tqdm
 
     bar = tqdm(unit=" units", disable=not progress, desc="scoring", dynamic_ncols=True)
@@ -109,7 +123,7 @@ def run(classifier, items: Iterator[Item], tally: Tally, chunk_units: int, max_u
         nonlocal pending, pending_units
         if not pending:
             return
-        scored = score_split(classifier, [split for _, split in pending])
+        scored = score_split(classifier, [split for _, split in pending], explainer)
         tally.scored([(head(doc), records, summary) for (doc, _), (records, summary) in zip(pending, scored)])
         bar.update(pending_units)
         bar.set_postfix(docs=tally.written, failed=len(tally.failed))

@@ -2,7 +2,8 @@
 
 Files, for OUT = scored/units.jsonl:
 - scored/units.jsonl        one record per unit (doc_id, url, span, cleaned text, labels, scores,
-                            truncated, damaged: the unit looks like text decoded with the wrong codec)
+                            truncated, damaged: the unit looks like text decoded with the wrong codec;
+                            with --explain, evidence: {direction: [{start, end, text, weight}]})
 - scored/units.pages.jsonl  one summary per document: the commit record. A document is finished
                             once its summary line is on disk; its unit lines were fsynced before it.
 - scored/units.errors.jsonl every path or line of this run that was skipped or failed, and every
@@ -35,7 +36,9 @@ from runtime.jsonl import read_jsonl
 log = logging.getLogger("serving.batch")
 
 # Changing one of these changes the records, so a resume must use the same values.
-RUN_KEYS = ("model_id", "precision", "max_units_per_doc", "preprocessing_version", "record_version")
+RUN_KEYS = ("model_id", "precision", "max_units_per_doc", "preprocessing_version", "record_version", "explain")
+# What a manifest written before a key existed meant by its absence: no evidence was written.
+RUN_DEFAULTS = {"explain": False}
 # The fields of a unit record; bumped when one is added (2: `damaged`), so a resume never mixes
 # records (or Parquet parts) with and without it.
 RECORD_VERSION = 2
@@ -146,7 +149,8 @@ def start(out: Path, run: dict) -> set[str]:
     done = recover(out)
     if manifest.exists() and done:
         before = json.loads(manifest.read_text(encoding="utf-8"))
-        changed = [key for key in RUN_KEYS if before.get(key) != run.get(key)]
+        changed = [key for key in RUN_KEYS
+                   if before.get(key, RUN_DEFAULTS.get(key)) != run.get(key, RUN_DEFAULTS.get(key))]
         if changed:
             was = ", ".join(f"{key} {before.get(key)!r}" for key in changed)
             now = ", ".join(f"{key} {run.get(key)!r}" for key in changed)
@@ -203,15 +207,22 @@ class Writer:
         self.errors.close()
 
 
-def unit_schema(scores: dict):
+def unit_schema(scores: dict, evidence: bool = False):
     """Arrow schema of a unit record, explicit so that every part agrees (a part whose urls are all
-    missing would otherwise get a null-typed column that the other parts' strings do not match)."""
+    missing would otherwise get a null-typed column that the other parts' strings do not match).
+    With `evidence` (--explain): a struct with one field per direction, each a list of spans, null for a
+    direction the unit was not given; offsets index the record's `text`."""
     import pyarrow as pa
 
-    return pa.schema([("doc_id", pa.string()), ("url", pa.string()), ("index", pa.int64()), ("start", pa.int64()),
-                      ("end", pa.int64()), ("text", pa.string()), ("labels", pa.list_(pa.string())),
-                      ("top_label", pa.string()), ("scores", pa.struct([(k, pa.float64()) for k in scores])),
-                      ("truncated", pa.bool_()), ("damaged", pa.bool_())])
+    fields = [("doc_id", pa.string()), ("url", pa.string()), ("index", pa.int64()), ("start", pa.int64()),
+              ("end", pa.int64()), ("text", pa.string()), ("labels", pa.list_(pa.string())),
+              ("top_label", pa.string()), ("scores", pa.struct([(k, pa.float64()) for k in scores])),
+              ("truncated", pa.bool_()), ("damaged", pa.bool_())]
+    if evidence:
+        span = pa.struct([("start", pa.int64()), ("end", pa.int64()), ("text", pa.string()), ("weight", pa.float64())])
+        # `other` (the last label) never has evidence: it is the absence of a direction.
+        fields.append(("evidence", pa.struct([(k, pa.list_(span)) for k in list(scores)[:-1]])))
+    return pa.schema(fields)
 
 
 class ParquetWriter(Writer):
@@ -245,7 +256,8 @@ class ParquetWriter(Writer):
         if rows:
             part = self.out / f"part-{self.next_part:05d}.parquet"
             tmp = part.with_name(part.name + ".tmp")
-            pq.write_table(pa.Table.from_pylist(rows, schema=unit_schema(rows[0]["scores"])), tmp, compression="zstd")
+            schema = unit_schema(rows[0]["scores"], evidence="evidence" in rows[0])
+            pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp, compression="zstd")
             with tmp.open("rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(tmp, part)

@@ -71,7 +71,7 @@ class Scorer:
     """One model copy per actor (Ray Data's actor pool); each call scores a batch of documents."""
 
     def __init__(self, model_path: str, precision: str, batch_size: int, threads: int, reuse: bool = True,
-                 cache: str | None = None, model_id: str = ""):
+                 cache: str | None = None, model_id: str = "", explain: bool = False):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from runtime.classifier import Classifier
         from runtime.threads import configure_threads
@@ -79,6 +79,11 @@ class Scorer:
         configure_threads(threads)
         self.classifier = Classifier.from_artifact(model_path, batch_size=batch_size, precision=precision)
         self.scorer = self.classifier
+        self.explainer = None
+        if explain:
+            from runtime.evidence import Explainer
+
+            self.explainer = Explainer(self.classifier)
         if reuse:  # per actor in memory; a cache folder is shared by the actors of one machine (or a shared disk)
             from serving.reuse import ReusingScorer, scoring_identity
 
@@ -89,7 +94,7 @@ class Scorer:
         split = [([Unit(*u) for u in json.loads(batch["units"][i])], json.loads(batch["warnings"][i]),
                   json.loads(batch["cap"][i])) for i in ok]
         before = dataclasses.replace(self.scorer.stats) if self.scorer is not self.classifier else None
-        scored = score_split(self.scorer, split)
+        scored = score_split(self.scorer, split, self.explainer)
         records = [""] * len(batch["status"])
         summaries = [""] * len(batch["status"])
         for i, (units, summary) in zip(ok, scored):
@@ -122,7 +127,7 @@ def actor_resources(actors: int) -> dict:
 
 def run(model_path: Path, precision: str, inputs: list[str], tally: Tally, done: set[str], *, batch_size: int,
         max_units: int, follow_symlinks: bool, address: str | None, actors: int, progress: bool,
-        reuse: bool = True, cache: Path | None = None, model_id: str = "") -> None:
+        reuse: bool = True, cache: Path | None = None, model_id: str = "", explain: bool = False) -> None:
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -162,7 +167,7 @@ def run(model_path: Path, precision: str, inputs: list[str], tally: Tally, done:
                             fn_constructor_kwargs={"model_path": str(model_path), "precision": precision,
                                                    "batch_size": batch_size, "threads": threads, "reuse": reuse,
                                                    "cache": str(Path(cache).resolve()) if cache else None,
-                                                   "model_id": model_id},
+                                                   "model_id": model_id, "explain": explain},
                             **resources)
         if reuse:
             from serving.reuse import ReuseStats
