@@ -21,11 +21,26 @@ from typing import Any, Optional, Sequence, TypedDict
 import httpx
 
 
-class UnitResult(TypedDict):
+class EvidenceSpan(TypedDict):
+    start: int  # offsets into the cleaned text beside it: text[start:end] == the span's text
+    end: int
+    text: str
+    weight: float
+
+
+class _Explained(TypedDict, total=False):
+    evidence: dict[str, list[EvidenceSpan]]  # explain=True only: direction -> spans, strongest first
+
+
+class UnitResult(_Explained):
     labels: list[str]
     top_label: str
     scores: dict[str, float]
     truncated: bool
+
+
+class ExplainedUnitResult(UnitResult):
+    text: str  # the cleaned text the evidence offsets index
 
 
 class PageUnit(UnitResult):
@@ -79,6 +94,7 @@ class ClassifierClient:
         self.retries = retries
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
         self._max_texts: int | None = None
+        self._max_explain: int | None = None
 
     def __enter__(self) -> "ClassifierClient":
         return self
@@ -111,22 +127,41 @@ class ClassifierClient:
     def metadata(self) -> dict[str, Any]:
         return self._request("GET", "/metadata")
 
-    def classify(self, texts: Sequence[str]) -> list[UnitResult]:
-        """One result per text, in order; lists longer than the server's max_texts go in several requests."""
+    def classify(self, texts: Sequence[str], explain: bool = False) -> list[UnitResult] | list[ExplainedUnitResult]:
+        """One result per text, in order; lists longer than the server's max_texts go in several requests.
+        explain=True: each result also has `text` (cleaned) and `evidence`, requests of at most the server's
+        limits.max_explain_units texts."""
         items = check_texts(texts)
         if not items:
             raise ValueError("texts is empty; pass at least one text")
+        if not isinstance(explain, bool):
+            raise TypeError(f"explain must be True or False, got {type(explain).__name__}")
         if self._max_texts is None:
-            self._max_texts = int(self.metadata()["limits"]["max_texts"])
+            limits = self.metadata()["limits"]
+            self._max_texts = int(limits["max_texts"])
+            self._max_explain = limits.get("max_explain_units")
+        size = self._max_texts
+        if explain:
+            if not self._max_explain:
+                raise ServiceError(501, "this service cannot explain (its /metadata has no limits.max_explain_units)")
+            size = min(size, int(self._max_explain))
         results: list[UnitResult] = []
-        for start in range(0, len(items), self._max_texts):
-            results += self._request("POST", "/classify", {"texts": items[start:start + self._max_texts]})
+        for start in range(0, len(items), size):
+            payload: dict[str, Any] = {"texts": items[start:start + size]}
+            if explain:  # sent only when asked: a request without the field is batched with others
+                payload["explain"] = True
+            results += self._request("POST", "/classify", payload)
         return results
 
-    def classify_page(self, text: str, url: str | None = None) -> PageResult:
-        """The page's units with spans and predictions, and its summary."""
+    def classify_page(self, text: str, url: str | None = None, explain: bool = False) -> PageResult:
+        """The page's units with spans and predictions, and its summary (explain=True: with each unit's evidence)."""
         if not isinstance(text, str):
             raise TypeError(f"text must be the page as one string, got {type(text).__name__}")
         if url is not None and not isinstance(url, str):
             raise TypeError(f"url must be a string or None, got {type(url).__name__}")
-        return self._request("POST", "/classify_page", {"text": text, "url": url})
+        if not isinstance(explain, bool):
+            raise TypeError(f"explain must be True or False, got {type(explain).__name__}")
+        payload: dict[str, Any] = {"text": text, "url": url}
+        if explain:
+            payload["explain"] = True
+        return self._request("POST", "/classify_page", payload)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.text import kept_character_pattern
+from serving.explain_route import EXPLAIN_PATH
 from serving.schemas import Metadata
 
 
@@ -26,10 +27,21 @@ def _mark_nullable(schema: Any) -> None:
             _mark_nullable(value)
 
 
-def openapi_spec(service: Any, api_paths: tuple[str, ...], max_page_units: int) -> dict:
-    """BentoML's document for `service`, with our error schema, the text pattern, the page limit and /metadata."""
+EXPLAIN_DESCRIPTION = ("true: each result also carries `text` (the cleaned text) and `evidence`, the spans of that "
+                       "text that drove each of its directions; limits.max_explain_units in /metadata bounds the "
+                       "texts (or a page's units with a direction) one such request may explain (more gets 413)")
+
+
+def openapi_spec(service: Any, api_paths: tuple[str, ...], max_page_units: int,
+                 hidden_paths: tuple[str, ...] = (EXPLAIN_PATH,)) -> dict:
+    """BentoML's document for `service`, with our error schema, the text pattern, the page limit and /metadata.
+    `hidden_paths`: routes only the service itself reaches (serving/explain_route.py), left out."""
     spec = service.openapi_spec.asdict()
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for path in hidden_paths:
+        spec["paths"].pop(path, None)
+        for name in [name for name in schemas if name.startswith(path.strip("/") + "__")]:  # its input model
+            schemas.pop(name)
     schemas["Error"] = {
         "type": "object", "required": ["error"],
         "properties": {
@@ -58,9 +70,14 @@ def openapi_spec(service: Any, api_paths: tuple[str, ...], max_page_units: int) 
         operation["requestBody"]["required"] = True  # a missing body is a 400, as for any missing field
     texts = spec["paths"]["/classify"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     texts["properties"]["texts"]["items"]["pattern"] = kept_character_pattern()
+    # /classify's batched API has one parameter (BentoML batches one); `explain` is served by a second API that
+    # serving/explain_route.py routes to, so the document states it here.
+    texts["properties"]["explain"] = {"type": "boolean", "default": False, "description": EXPLAIN_DESCRIPTION}
     page = spec["paths"]["/classify_page"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     page["properties"]["text"]["description"] += (f"; at most {max_page_units} units after splitting "
                                                   "(more gets 413)")
+    if "explain" in page["properties"]:
+        page["properties"]["explain"]["description"] = EXPLAIN_DESCRIPTION
     spec["paths"]["/metadata"] = {"get": {
         "tags": ["Service APIs"], "operationId": f"{service.name}__metadata",
         "description": "Model tag, labels, thresholds, preprocessing version, training metrics and limits.",

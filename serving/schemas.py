@@ -36,18 +36,40 @@ def unit_text(max_chars: int) -> Any:
     ]
 
 
+class EvidenceSpan(BaseModel):
+    start: int = Field(description="offset of the span's first character in the cleaned text beside it")
+    end: int = Field(description="offset after its last character: text[start:end] is the span")
+    text: str
+    weight: float = Field(description="the span's share of the direction's evidence (0-1; spans strongest first)")
+
+
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+# Left out of a reply that did not ask for evidence, so the default reply is what it always was.
+EVIDENCE_FIELD = Field(
+    None, exclude_if=_absent,
+    description="with explain=true: for each direction in labels, the spans of the cleaned text that drove it, "
+                "strongest first (runtime/evidence.py); absent otherwise")
+
+
 class UnitResult(BaseModel):
     labels: list[str] = Field(description="directions whose probability passed their threshold, or ['other']")
     top_label: str
     scores: dict[str, float] = Field(description="probability per label id; other = 1 - max direction probability")
     truncated: bool = Field(description="the text was longer than the model's max_length tokens and was cut")
+    text: Optional[str] = Field(None, exclude_if=_absent,
+                                description="with explain=true: the cleaned text the model saw, which the evidence "
+                                            "offsets index; absent otherwise")
+    evidence: Optional[dict[str, list[EvidenceSpan]]] = EVIDENCE_FIELD
 
 
 class PageUnit(UnitResult):
     index: int
     start: int = Field(description="character offset of the unit in the submitted page")
     end: int
-    text: str = Field(description="the cleaned unit text the model saw")
+    text: str = Field(description="the cleaned unit text the model saw (evidence offsets index it)")
 
 
 class PageSummary(BaseModel):
@@ -69,6 +91,9 @@ class Limits(BaseModel):
     max_page_chars: int
     max_page_units: int
     max_body_bytes: int
+    max_explain_units: Optional[int] = Field(
+        None, description="with explain=true: most texts of one /classify request, or units with a direction of "
+                          "one page; null when this service cannot explain (an onnx precision has no torch weights)")
 
 
 class Metadata(BaseModel):

@@ -15,6 +15,12 @@ in flight (at most PAGES_IN_FLIGHT pages at once). One thread also means one set
 threads per worker, and a tokenizer never used by two threads at once (fast tokenizers refuse).
 A /classify request is admitted or refused whole before any of its work starts (guards.ModelQueue,
 timed on every model call); a page whose client has gone stops at its next chunk.
+
+Evidence: both APIs take "explain": true (runtime/evidence.py). /classify's batched API can have only
+one parameter, so serving/explain_route.py sends a /classify request with an `explain` field to
+classify_explained, which is not batched. Explaining runs one unit per turn on the model thread and is
+bounded by FIC_MAX_EXPLAIN_UNITS per request (seconds per unit and direction, docs/evidence.md); its time
+is not fed to the admission estimate, which times scoring only.
 """
 
 from __future__ import annotations
@@ -26,13 +32,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Optional, Sequence
 
 import bentoml
-from pydantic import Field
+from pydantic import Field, StrictBool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from runtime.precision import ONNX_PRECISIONS
 from runtime.text import PREPROCESSING_VERSION
+from serving.explain_route import EXPLAIN_PATH, ExplainRoute
 from serving.guards import (
     ModelQueue,
     RequestLimits,
@@ -63,6 +71,12 @@ log = logging.getLogger("bentoml.fic")  # under "bentoml": BentoML shows only it
 quiet_client_errors()  # runs in the worker, which imports this module before serving
 QUEUE = ModelQueue(budget_s=SETTINGS.max_latency_ms / 1000)  # /classify admission, one per worker process
 UnitText = unit_text(SETTINGS.max_text_chars)
+
+
+def _refuse(ctx: bentoml.Context | None, status: int, message: str) -> JSONResponse:
+    if ctx is not None:  # given ctx, BentoML sends ctx.response's status, not the returned response's
+        ctx.response.status_code = status
+    return error(status, message)
 
 
 async def _metadata(request: Request) -> JSONResponse:
@@ -122,6 +136,17 @@ class FutureIndustryClassifier:
         if not development_mode():
             refuse_new_connections_on_sigterm()
 
+    @property
+    def explainer(self):
+        """Evidence for explain=true (runtime/evidence.py), or None: it needs the torch weights, which a classifier
+        loaded for an onnx precision has released."""
+        if "_explainer" not in self.__dict__:
+            from runtime.evidence import Explainer
+
+            c = self.classifier
+            self._explainer = Explainer(c) if c.precision not in ONNX_PRECISIONS else None
+        return self._explainer
+
     def metadata(self) -> Metadata:
         c, s = self.classifier, SETTINGS
         return Metadata(
@@ -133,7 +158,8 @@ class FutureIndustryClassifier:
             # are held-out test numbers, and how few stand behind them.
             metrics_split=f"test split: {c.meta['test_split']}" if c.meta.get("test_split") else "test split",
             limits=Limits(max_texts=s.max_texts, max_text_chars=s.max_text_chars, max_page_chars=s.max_page_chars,
-                          max_page_units=s.max_page_units, max_body_bytes=s.max_body_bytes),
+                          max_page_units=s.max_page_units, max_body_bytes=s.max_body_bytes,
+                          max_explain_units=s.max_explain_units if self.explainer is not None else None),
             batching={"enabled": s.batching, "max_batch_size": s.max_batch_size, "max_latency_ms": s.max_latency_ms},
             threads=self.threads, precision=c.precision,
         )
@@ -158,15 +184,60 @@ class FutureIndustryClassifier:
         # The texts arrive as sent (schemas.has_text) and are cleaned here, once, as the batch scorer does.
         return [UnitResult(**p.to_dict()) for p in await self._predict(texts, already_clean=False)]
 
+    async def _explain(self, texts: Sequence[str], predictions: Sequence) -> list[dict]:
+        """Evidence per cleaned text, one text per turn on the model thread: explaining takes seconds per unit and
+        direction, and /classify batches and page chunks run between the turns (see "Work policy")."""
+        loop = asyncio.get_running_loop()
+        out: list[dict] = []
+        for text, prediction in zip(texts, predictions):
+            out += await loop.run_in_executor(self.model_thread, self.explainer.explain, [text], [prediction])
+        return out
+
+    def _cannot_explain(self, units: int) -> tuple[int, str] | None:
+        """Why an explain=true request with `units` units to explain is refused, or None."""
+        if self.explainer is None:
+            return 501, (f"explain needs the model's torch weights, and this service scores with precision "
+                         f"{self.classifier.precision}, which does without them; serve with FIC_PRECISION=fp32 (or "
+                         "int8, bf16) to explain, or score offline with python -m serving.batch --explain")
+        if units > SETTINGS.max_explain_units:
+            return 413, (f"explain=true explains at most FIC_MAX_EXPLAIN_UNITS={SETTINGS.max_explain_units} units per "
+                         f"request (seconds of CPU per unit and direction), and this one has {units}; send "
+                         "fewer, or explain a whole crawl offline with python -m serving.batch --explain")
+        return None
+
+    # /classify requests with an "explain" field arrive here (serving/explain_route.py): BentoML batches an API of
+    # one parameter only. Not batched; the route is not reachable from outside.
+    @bentoml.api(route=EXPLAIN_PATH)
+    async def classify_explained(
+        self, texts: Annotated[list[UnitText], Field(min_length=1, max_length=SETTINGS.max_texts)],
+        explain: StrictBool = False,
+        ctx: bentoml.Context = None,  # BentoML passes the request context; not part of the schema
+    ) -> list[UnitResult]:  # or an error JSONResponse
+        """Classify units of text; with explain=true also return each cleaned text and its evidence."""
+        if not explain:
+            return [UnitResult(**p.to_dict()) for p in await self._predict(texts, already_clean=False)]
+        refused = self._cannot_explain(len(texts))
+        if refused:
+            return _refuse(ctx, *refused)
+        from runtime.text import clean
+
+        cleaned = await asyncio.to_thread(lambda: [clean(text) for text in texts])  # as predict would clean them
+        predictions = await self._predict(cleaned, already_clean=True)
+        evidence = await self._explain(cleaned, predictions)
+        return [UnitResult(**p.to_dict(), text=text, evidence=spans)
+                for p, text, spans in zip(predictions, cleaned, evidence)]
+
     @bentoml.api
     async def classify_page(
         self,
         text: Annotated[str, Field(min_length=1, max_length=SETTINGS.max_page_chars,
                                    description="raw crawled page text")],
         url: Annotated[Optional[str], Field(max_length=MAX_URL_CHARS)] = None,
+        explain: StrictBool = False,
         ctx: bentoml.Context = None,  # BentoML passes the request context; not part of the schema
     ) -> PageResult:  # or an error JSONResponse, which BentoML sends as it is
-        """Split a raw page into units, classify each and summarise the page."""
+        """Split a raw page into units, classify each and summarise the page (explain=true: with each unit's
+        evidence)."""
         from runtime.summary import summarize, unit_records
         from runtime.text import split_units
 
@@ -175,6 +246,8 @@ class FutureIndustryClassifier:
                 ctx.response.status_code = status
             return error(status, message)
 
+        if explain and self.explainer is None:  # said before any work
+            return refuse(*self._cannot_explain(0))
         # A page with no units (only punctuation or invisible characters) is a page with
         # nothing on it, not a malformed request: it gets units [] and a zero summary.
         units = await asyncio.to_thread(split_units, text)
@@ -198,9 +271,16 @@ class FutureIndustryClassifier:
                 chunk = [unit.text for unit in units[start:end]]
                 predictions += await self._predict(chunk, already_clean=True)  # split_units cleaned them
         c = self.classifier
+        evidence = None
+        if explain:
+            texts = [unit.text for unit in units]
+            refused = self._cannot_explain(sum(1 for p in predictions if p.labels != [c.other]))
+            if refused:
+                return refuse(*refused)
+            evidence = await self._explain(texts, predictions)
 
         def result() -> PageResult:  # thousands of models: built off the event loop, like the splitting
-            return PageResult(url=url, units=[PageUnit(**u) for u in unit_records(units, predictions)],
+            return PageResult(url=url, units=[PageUnit(**u) for u in unit_records(units, predictions, evidence)],
                               summary=PageSummary(**summarize(predictions, c.labels, c.other)))
 
         return await asyncio.to_thread(result)
@@ -208,3 +288,5 @@ class FutureIndustryClassifier:
 
 FutureIndustryClassifier.add_asgi_middleware(RequestLimits, max_body_bytes=SETTINGS.max_body_bytes, paths=API_PATHS,
                                              queue=QUEUE, queued_paths=("/classify",))
+# Inside RequestLimits (added after it): sends /classify requests with an "explain" field to classify_explained.
+FutureIndustryClassifier.add_asgi_middleware(ExplainRoute)

@@ -69,6 +69,10 @@ class ServiceSettings:
     max_latency_ms: int = 10000
     batching: bool = True  # FIC_BATCHING: off turns adaptive batching off (for benchmarks)
     max_texts: int = 256  # FIC_MAX_TEXTS: most texts in one /classify request
+    # FIC_MAX_EXPLAIN_UNITS: with explain=true, most texts of one /classify request and most units with a
+    # direction of one /classify_page request. Evidence costs seconds of CPU per unit and direction with the
+    # e5 model on 2 cores (docs/evidence.md): 8 units of 1-2 directions stay well inside the 120 s timeout.
+    max_explain_units: int = 8
     max_text_chars: int = 2000  # FIC_MAX_TEXT_CHARS: longest text /classify accepts
     # FIC_MAX_PAGE_CHARS: several times a long news page; splitting one made of the shortest possible
     # sentences costs about a second of CPU on 2 cores.
@@ -96,6 +100,7 @@ class ServiceSettings:
             max_latency_ms=whole_number("FIC_MAX_LATENCY_MS", d.max_latency_ms, env=env),
             batching=switch("FIC_BATCHING", d.batching, env=env),
             max_texts=whole_number("FIC_MAX_TEXTS", d.max_texts, env=env),
+            max_explain_units=whole_number("FIC_MAX_EXPLAIN_UNITS", d.max_explain_units, env=env),
             max_text_chars=whole_number("FIC_MAX_TEXT_CHARS", d.max_text_chars, env=env),
             max_page_chars=whole_number("FIC_MAX_PAGE_CHARS", d.max_page_chars, env=env),
             max_page_units=whole_number("FIC_MAX_PAGE_UNITS", d.max_page_units, env=env),
