@@ -58,6 +58,15 @@ def variants(layers: int) -> dict[str, tuple[Callable[[str], bool], bool]]:
         "ffn-out (output.dense)": (lambda name: ".output.dense" in name and ".attention." not in name, False),
         "head": (lambda name: _block(name) is None, False),
     }
+    def ffn_out(name: str) -> bool:
+        return ".output.dense" in name and ".attention." not in name
+
+    # The FFN's second projection reads the GELU's output, whose outliers one per-tensor activation scale
+    # serves badly: keep it in fp32 everywhere, or only in the first blocks.
+    out["all but ffn-out"] = (lambda name: not ffn_out(name), False)
+    for upto in (4, 6, 8):
+        out[f"all but ffn-out of blocks 0-{upto - 1}"] = (
+            lambda name, u=upto: not (ffn_out(name) and (_block(name) or 0) < u), False)
     for block in range(layers):
         out[f"block {block}"] = (lambda name, b=block: _block(name) == b, False)
     for first_fp32 in (layers - 2, layers - 4):

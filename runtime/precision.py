@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The concrete precisions. onnx / onnx-int8: ONNX Runtime on the exported graph, fp32 or int8 weights
-# (runtime/onnx_runtime.py); int8: torch dynamic quantization of every Linear; bf16/fp16: autocast.
+# (runtime/onnx_runtime.py); int8: torch dynamic quantization of the Linear layers (classifier.int8_layer
+# says which); bf16/fp16: autocast.
 Precision = Literal["fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8"]
 PRECISIONS: tuple[str, ...] = Precision.__args__
 AUTO = "auto"
