@@ -47,18 +47,6 @@ def int8_copy(model, select: Callable[[str], bool] | None = None, per_channel: b
         return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), chosen, dtype=torch.qint8)
 
 
-def int8_layer(name: str, blocks: int) -> bool:
-    """Whether the `int8` precision quantises Linear layer `name` of a BERT encoder with `blocks` blocks: every
-    one but the feed-forward output projection of the first half of the blocks. That projection reads the
-    GELU's output, whose outliers a per-tensor activation scale serves badly; on the e5 default it alone
-    changed 2% of label sets, and keeping it in fp32 in blocks 0-5 (6 of 73 layers) took int8's agreement
-    with fp32 from 0.975 to 0.998 (python -m bench.int8_layers; docs/performance.md)."""
-    parts = name.split(".")
-    if "layer" not in parts or not name.endswith("output.dense") or ".attention." in name:
-        return True
-    return int(parts[parts.index("layer") + 1]) >= blocks // 2
-
-
 class Classifier:
     """A trained model plus everything needed to turn its logits into labels."""
 
@@ -135,7 +123,7 @@ class Classifier:
             if self.device.type != "cpu":
                 raise ValueError("int8 dynamic quantization runs on the CPU only; use fp16 or bf16 on a GPU")
             blocks = getattr(self.model.config, "num_hidden_layers", 0)
-            self._runner = int8_copy(self.model, lambda name: int8_layer(name, blocks))
+            self._runner = int8_copy(self.model, lambda name: precisions.int8_layer(name, blocks))
         else:
             if precision == "fp16" and self.device.type != "cuda":
                 raise ValueError("fp16 needs a GPU; on the CPU use bf16 or int8")

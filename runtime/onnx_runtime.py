@@ -89,13 +89,36 @@ def quantize(fp32: Path, path: Path, fingerprint: str | None) -> Path:
     root.addFilter(tip)
     root.setLevel(logging.WARNING)
     try:
-        quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, nodes_to_exclude=float_nodes(fp32))
     finally:
         root.removeFilter(tip)
         root.setLevel(level)
     _stamp(tmp, fingerprint)
     os.replace(tmp, path)
     return path
+
+
+def float_nodes(path: Path) -> list[str]:
+    """The MatMul/Gemm nodes of an exported graph that the int8 precision keeps in float: those of the Linear
+    layers `precision.int8_layer` leaves out (node names follow the module path, /…/layer.N/output/dense/MatMul)."""
+    import re
+
+    import onnx
+
+    from runtime.precision import int8_layer
+
+    nodes = [node.name for node in onnx.load(str(path), load_external_data=False).graph.node
+             if node.op_type in ("MatMul", "Gemm")]
+    blocks = 1 + max((int(m.group(1)) for n in nodes if (m := re.search(r"/layer\.(\d+)/", n))), default=-1)
+    return [name for name in nodes if not int8_layer(name.rsplit("/", 1)[0].strip("/").replace("/", "."), blocks)]
+
+
+def stamp_for(precision: str, fingerprint: str | None) -> str | None:
+    """What the graph of `precision` made from the weights `fingerprint` records: the weights, and for
+    onnx-int8 also the int8 layer choice it was quantised with."""
+    from runtime.precision import INT8_RECIPE
+
+    return fingerprint if precision == "onnx" or fingerprint is None else f"{fingerprint}+{INT8_RECIPE}"
 
 
 def _stamp(path: Path, fingerprint: str | None) -> None:
@@ -192,7 +215,8 @@ def graph_for(precision: str, model, tokenizer, folder: Path | None, fingerprint
     folder when its metadata names them, else exported (and quantised) there, or to a temporary
     folder when the model has none or it is read-only. A graph of other weights is never run."""
     name = ONNX_FILES[precision]
-    if folder is not None and is_current(folder / name, fingerprint):
+    wanted = stamp_for(precision, fingerprint)
+    if folder is not None and is_current(folder / name, wanted):
         return folder / name
     target = folder if folder is not None and os.access(folder, os.W_OK) else Path(tempfile.mkdtemp(prefix="fic-onnx-"))
     fp32 = folder / ONNX_FILES["onnx"] if folder is not None else None
@@ -205,7 +229,7 @@ def graph_for(precision: str, model, tokenizer, folder: Path | None, fingerprint
              "when needed)", precision, " and ".join(names), target, size / 2**20)
     if export_fp32:
         fp32 = export(model, tokenizer, target / ONNX_FILES["onnx"], fingerprint)
-    return fp32 if precision == "onnx" else quantize(fp32, target / name, fingerprint)
+    return fp32 if precision == "onnx" else quantize(fp32, target / name, wanted)
 
 
 class OrtRunner:

@@ -59,7 +59,8 @@ def package(artifact_dir: str | Path, name: str = DEFAULT_NAME, precision: str =
     graph = None
     if decided["precision"] in ONNX_FILES:
         graph = source / ONNX_FILES[decided["precision"]]
-        if not onnx_runtime.is_current(graph, weights_fingerprint(source)):
+        stamp = onnx_runtime.stamp_for(decided["precision"], weights_fingerprint(source))
+        if not onnx_runtime.is_current(graph, stamp):
             # Missing, or made from other weights: export it (into the artifact when it is writable).
             classifier = Classifier.from_artifact(source, precision="fp32")
             graph = onnx_runtime.graph_for(decided["precision"], classifier.model, classifier.tokenizer, source,

@@ -8,7 +8,8 @@ def test_int8_keeps_the_first_half_feed_forward_outputs_in_fp32(tmp_path) -> Non
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-    from runtime.classifier import Classifier, int8_layer
+    from runtime.classifier import Classifier
+    from runtime.precision import int8_layer
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
