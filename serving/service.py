@@ -159,7 +159,8 @@ class FutureIndustryClassifier:
             metrics_split=f"test split: {c.meta['test_split']}" if c.meta.get("test_split") else "test split",
             limits=Limits(max_texts=s.max_texts, max_text_chars=s.max_text_chars, max_page_chars=s.max_page_chars,
                           max_page_units=s.max_page_units, max_body_bytes=s.max_body_bytes,
-                          max_explain_units=s.max_explain_units if self.explainer is not None else None),
+                          # None: this worker cannot explain (an onnx precision released the torch weights)
+                          max_explain_units=s.max_explain_units if c.precision not in ONNX_PRECISIONS else None),
             batching={"enabled": s.batching, "max_batch_size": s.max_batch_size, "max_latency_ms": s.max_latency_ms},
             threads=self.threads, precision=c.precision,
         )
