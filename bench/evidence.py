@@ -12,6 +12,10 @@ evidence (combined with the exact TF-IDF half), and the seconds per pair.
 cost: the same units scored as the service scores them (Classifier.predict) and scored then explained
 (the explain=true path), in chunks of --chunk units; seconds per unit either way, and per explained
 (unit, direction).
+
+route: what the explain=false path of /classify gains from serving/explain_route.py, which parses every
+/classify body once more to find an `explain` key: microseconds per request for a one-text body and for the
+largest body the service accepts (FIC_MAX_TEXTS texts of FIC_MAX_TEXT_CHARS, sent as JSON escapes).
 """
 
 from __future__ import annotations
@@ -125,6 +129,25 @@ def cost(args: argparse.Namespace) -> dict:
             "slowdown": explained_s / plain_s}
 
 
+def route(args: argparse.Namespace) -> dict:
+    import json
+    import timeit
+
+    from serving.explain_route import asks_to_explain
+    from serving.settings import ServiceSettings
+
+    limits = ServiceSettings()
+    bodies = {"one text": {"texts": ["推动氢能“制、储、运、加、用”全产业链协同发展"]},
+              "largest": {"texts": ["氢" * limits.max_text_chars] * limits.max_texts}}
+    out = {}
+    for name, payload in bodies.items():
+        body = json.dumps(payload).encode()  # ensure_ascii, as Python clients send it: the largest body
+        calls = max(3, int(args.seconds / max(timeit.timeit(lambda: asks_to_explain(body), number=1), 1e-6)))
+        seconds = min(timeit.repeat(lambda: asks_to_explain(body), number=calls, repeat=3)) / calls
+        out[name] = {"body_bytes": len(body), "texts": len(payload["texts"]), "microseconds": 1e6 * seconds}
+    return {"parse": out}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.evidence", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,10 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--repeats", type=int, default=1)
     for p in (s, c):
         p.add_argument("--model", type=Path, default=DEFAULT_ARTIFACT)
+    r = sub.add_parser("route", help="what routing explain requests adds to every /classify request")
+    r.add_argument("--seconds", type=float, default=0.5, help="time to spend per body (default 0.5)")
     args = parser.parse_args(argv)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     head = header("evidence", settings)
-    result = steps(args) if args.command == "steps" else cost(args)
+    result = {"steps": steps, "cost": cost, "route": route}[args.command](args)
     out = write_results(RESULTS_DIR / f"evidence-{args.command}.json", {**head, **result})
     if args.command == "steps":
         print(format_table(["n_steps", "s/pair", "median gap", "enc top1", "enc jaccard", "served top1",
@@ -151,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
                              f"{r['encoder_top1_overlap']:.2f}", f"{r['encoder_top_spans_jaccard']:.2f}",
                              f"{r['served_top1_overlap']:.2f}", f"{r['served_top_spans_jaccard']:.2f}"]
                             for r in result["rows"]]))
+    elif args.command == "route":
+        print(format_table(["body", "texts", "bytes", "parse µs"],
+                           [[name, row["texts"], row["body_bytes"], f"{row['microseconds']:.0f}"]
+                            for name, row in result["parse"].items()]))
     else:
         print(format_table(["units", "explain=false ms/unit", "explain=true ms/unit", "ms per unit-direction",
                             "slowdown"],
