@@ -83,3 +83,7 @@ def test_the_service_bounds_the_cork_of_its_batched_api(tmp_path, monkeypatch) -
     FutureIndustryClassifier.to_asgi()
     assert len(bounded) == 1  # /classify, the one batchable API
     assert type(bounded[0].optimizer).__name__ == "BoundedCork"
+    # Each reply's media type is known once, not found by generating the response's JSON schema per reply.
+    assert {name: api.output_spec.media_type for name, api in FutureIndustryClassifier.apis.items()
+            if name in ("classify", "classify_page")} == {"classify": "application/json",
+                                                          "classify_page": "application/json"}
