@@ -74,3 +74,24 @@ def test_explain_with_an_onnx_precision_is_one_clear_error(tiny_artifact, tmp_pa
     code, err = score(capsys, str(page), "-o", str(tmp_path / "u.jsonl"), "--model", str(tiny_artifact),
                       "--precision", "onnx", "--explain")
     assert code == 2 and "torch weights" in err and Path(tmp_path / "u.jsonl").exists() is False
+
+
+def test_ray_actors_explain_like_the_local_engine(tiny_artifact) -> None:
+    # The actor class called in process (no cluster): the same records as the in-process engine's.
+    import numpy as np
+
+    from runtime.classifier import Classifier
+    from runtime.evidence import Explainer
+    from serving.local_engine import score_split, split_document
+    from serving.ray_engine import Scorer, _split_row
+    from serving.sources import Document
+
+    row = _split_row({"doc_id": "page", "url": None, "source": "page.txt", "status": "ok", "reason": "",
+                      "text": PAGE, "warnings": "[]"}, max_units=100)
+    batch = {key: np.array([value], dtype=object) for key, value in row.items()}
+    actor = Scorer(str(tiny_artifact), "fp32", batch_size=16, threads=1, reuse=True, explain=True)
+    records = json.loads(actor(batch)["records"][0])
+    classifier = Classifier.from_artifact(tiny_artifact, precision="fp32")
+    (expected, _), = score_split(classifier, [split_document(Document("page", PAGE), 100)], Explainer(classifier))
+    assert [r["evidence"] for r in records] == [r["evidence"] for r in expected]
+    assert any(r["evidence"] for r in records)
