@@ -90,6 +90,8 @@ class Limits(BaseModel):
     max_text_chars: int
     max_page_chars: int
     max_page_units: int
+    max_page_ms: int = Field(description="most model time one page may need, estimated at this worker's idle speed; "
+                                         "a longer page is refused with 413 before its work starts")
     max_body_bytes: int
     max_explain_units: Optional[int] = Field(
         None, description="with explain=true: most texts of one /classify request, or units with a direction of "

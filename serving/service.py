@@ -62,9 +62,6 @@ TIMEOUT_S = 120  # BentoML's per-request timeout (504)
 # flight, so this bounds its wait behind pages. Sized by time, not units: 32 units were 0.1 s on a small
 # model and over a second on the e5 default; a chunk this long still batches enough units to run efficiently.
 PAGE_CHUNK_S = 0.25
-# Most model time one page may need, estimated from the idle worker's speed: the rest of TIMEOUT_S is left
-# for turns with /classify and the other page in flight. A longer page is refused before its work starts.
-PAGE_BUDGET_S = TIMEOUT_S / 2
 SWITCH_INTERVAL_S = 0.0005  # the worker's GIL switch interval (Python's default: 0.005)
 PAGES_IN_FLIGHT = 2  # pages scored at once; more wait (without using the CPU) for a slot
 API_PATHS = ("/classify", "/classify_page")
@@ -168,7 +165,7 @@ class FutureIndustryClassifier:
             # are held-out test numbers, and how few stand behind them.
             metrics_split=f"test split: {c.meta['test_split']}" if c.meta.get("test_split") else "test split",
             limits=Limits(max_texts=s.max_texts, max_text_chars=s.max_text_chars, max_page_chars=s.max_page_chars,
-                          max_page_units=s.max_page_units, max_body_bytes=s.max_body_bytes,
+                          max_page_units=s.max_page_units, max_page_ms=s.max_page_ms, max_body_bytes=s.max_body_bytes,
                           # None: this worker cannot explain (an onnx precision released the torch weights)
                           max_explain_units=s.max_explain_units if c.precision not in ONNX_PRECISIONS else None),
             batching={"enabled": s.batching, "max_batch_size": s.max_batch_size, "max_latency_ms": s.max_latency_ms},
@@ -266,11 +263,12 @@ class FutureIndustryClassifier:
             return refuse(413, f"the page splits into {len(units)} units, more than FIC_MAX_PAGE_UNITS="
                                f"{SETTINGS.max_page_units}; send it in parts, or score large documents offline "
                                "with python -m serving.batch")
+        # Refused before any work when it would need more model time than a page may take (FIC_MAX_PAGE_MS).
         needs_s = QUEUE.units(len(unit.text) for unit in units) * (QUEUE.idle_seconds_per_unit or 0.0)
-        if needs_s > PAGE_BUDGET_S:
-            return refuse(413, f"the page's {len(units)} units need about {needs_s:.0f} s of model time on this "
-                               f"worker, more than the {PAGE_BUDGET_S:.0f} s one page may take; send it in parts, or "
-                               "score large documents offline with python -m serving.batch")
+        if needs_s * 1000 > SETTINGS.max_page_ms:
+            return refuse(413, f"the page's {len(units)} units need about {needs_s:.1f} s of model time on this "
+                               f"worker, more than FIC_MAX_PAGE_MS={SETTINGS.max_page_ms} allows; send it in parts, "
+                               "or score large documents offline with python -m serving.batch")
         predictions: list = []
         async with self.page_slots:
             # Chunked by the model's measured speed now, after any wait for a slot.

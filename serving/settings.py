@@ -79,6 +79,10 @@ class ServiceSettings:
     max_page_chars: int = 200000
     # FIC_MAX_PAGE_UNITS: bounds the model work and the reply of one page (at most ~1 MB of unit JSON).
     max_page_units: int = 2000
+    # FIC_MAX_PAGE_MS: most model time one page may need, estimated at the idle worker's measured speed;
+    # a longer page is refused (413) before its work starts. Half the 120 s request timeout: the rest is
+    # for turns with /classify and the other page in flight.
+    max_page_ms: int = 60000
     # FIC_MAX_BODY_BYTES: the largest valid request (256 texts x 2,000 characters, each sent as a
     # 12-byte JSON surrogate pair) is about 6.2 MB.
     max_body_bytes: int = 8 * 1024 * 1024
@@ -104,6 +108,7 @@ class ServiceSettings:
             max_text_chars=whole_number("FIC_MAX_TEXT_CHARS", d.max_text_chars, env=env),
             max_page_chars=whole_number("FIC_MAX_PAGE_CHARS", d.max_page_chars, env=env),
             max_page_units=whole_number("FIC_MAX_PAGE_UNITS", d.max_page_units, env=env),
+            max_page_ms=whole_number("FIC_MAX_PAGE_MS", d.max_page_ms, env=env),
             max_body_bytes=whole_number("FIC_MAX_BODY_BYTES", d.max_body_bytes, env=env),
             read_timeout_s=whole_number("FIC_READ_TIMEOUT_S", d.read_timeout_s, env=env),
             threads=whole_number("FIC_THREADS", d.threads, env=env),

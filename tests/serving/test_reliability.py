@@ -526,6 +526,27 @@ def test_idle_and_slow_header_connections_are_closed(deadline_server) -> None:
 
 
 @pytest.mark.slow
+def test_a_page_over_the_model_time_budget_is_refused_before_its_work(model_tag, bento_home, tmp_path) -> None:
+    # The e5 default needs over two minutes for the largest page the unit and character limits allow on
+    # 2 cores: it ran into the 120 s timeout (504) after all that work. A 100 ms budget puts the tiny model
+    # there for a page of PAGE_UNITS units (seconds of its model time), while a one-sentence page fits.
+    server = start_server(bento_home, model_tag, tmp_path / "serve.log", FIC_MAX_PAGE_MS="100",
+                          FIC_MAX_PAGE_UNITS=str(PAGE_UNITS))
+    try:
+        limits = httpx.get(f"{server.url}/metadata", timeout=30).json()["limits"]
+        assert limits["max_page_ms"] == 100
+        started = time.perf_counter()
+        refused = httpx.post(f"{server.url}/classify_page", json={"text": units_page(PAGE_UNITS)}, timeout=120)
+        assert refused.status_code == 413 and "FIC_MAX_PAGE_MS=100" in refused.json()["error"], refused.text[:300]
+        assert f"{PAGE_UNITS} units" in refused.json()["error"]
+        assert time.perf_counter() - started < 5  # refused at once, not after scoring
+        small = httpx.post(f"{server.url}/classify_page", json={"text": "发展氢能产业。"}, timeout=60)
+        assert small.status_code == 200 and len(small.json()["units"]) == 1
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
 def test_the_largest_request_is_served_on_an_idle_worker(model_tag, bento_home, tmp_path) -> None:
     # The tiny model scores this in a fraction of a second, while the e5 default needs ~10-13 s
     # on 2 cores: a 1 ms queueing budget puts the tiny model where e5 stood at 10 s. Before:
