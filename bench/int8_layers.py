@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in wanted if v not in table]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(table)}")
-    payload = header("int8-layers", {"artifact": str(args.artifact), "units": args.units, "seed": args.seed})
+    payload = header("int8_layers", {"artifact": str(args.artifact), "units": args.units, "seed": args.seed})
 
     def run(runner) -> tuple[float, np.ndarray]:
         clf._runner = runner

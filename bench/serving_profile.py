@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("py-spy is not installed: pip install py-spy")
 
     texts = benchmark_units(2000)
-    payload = header("serving-profile", {"artifact": str(args.artifact), "clients": args.clients,
+    payload = header("serving_profile", {"artifact": str(args.artifact), "clients": args.clients,
                                          "seconds": args.seconds, "rate": args.rate})
     with tempfile.TemporaryDirectory(prefix="fic-profile-") as tmp:
         home = Path(tmp) / "bentoml"
