@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fic-gpu-") as tmp:
         trained = train_and_package(Path(tmp))
         rows = inference(trained.pop("artifact"), args.units, args.repeats)
-    training = write_results(args.out_dir / "gpu-training.json", {**{**header("gpu_check", settings), "step": "training"}, **trained})
-    inferred = write_results(args.out_dir / "gpu-inference.json", {**{**header("gpu_check", settings), "step": "inference"},
-                                                                     "precisions": rows})
+    head = header("gpu_check", settings)
+    training = write_results(args.out_dir / "gpu-training.json", {**head, "step": "training", **trained})
+    inferred = write_results(args.out_dir / "gpu-inference.json", {**head, "step": "inference", "precisions": rows})
     print(f"{name}: training {trained['training']['seconds']} s in {trained['training']['precision']}; "
           f"packaging chose {trained['packaging']['decision'].get('precision')}")
     table = [[k, v["units_per_s"], v["speedup_vs_fp32"], v["agreement_with_fp32"]] for k, v in rows.items()]
