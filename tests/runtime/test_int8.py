@@ -1,10 +1,10 @@
-"""The int8 precision quantises every Linear layer but the feed-forward output projections of the first half
+"""The int8 precision quantises every Linear layer but the feed-forward output projections of the first two thirds
 of the encoder, where int8 changed the most labels (bench.int8_layers)."""
 
 from __future__ import annotations
 
 
-def test_int8_keeps_the_first_half_feed_forward_outputs_in_fp32(tmp_path) -> None:
+def test_int8_keeps_the_first_feed_forward_outputs_in_fp32(tmp_path) -> None:
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
