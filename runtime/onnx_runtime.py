@@ -199,6 +199,9 @@ def is_current(path: Path, fingerprint: str | None) -> bool:
                  "weights; exporting it again", path)
     elif found is None:
         log.info("%s records no weights fingerprint (made by an older version, or damaged); exporting it again", path)
+    elif found.split("+")[0] == fingerprint.split("+")[0]:
+        log.info("%s was quantised with another choice of int8 layers (%s; now %s); making it again", path,
+                 found.partition("+")[2] or "every Linear layer", fingerprint.partition("+")[2] or "every Linear layer")
     else:
         log.info("%s was made from other weights (%s; these are %s), e.g. before a retrain into the same folder; "
                  "exporting it again", path, found[:19], fingerprint[:19])
