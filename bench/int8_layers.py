@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.int8_layers", description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT, help="trained artifact folder")
     parser.add_argument("--units", type=positive_int, default=1000, help="real units scored per variant")
+    parser.add_argument("--calibration", action="store_true",
+                        help="score the artifact's calibration units instead (what auto decides on)")
     parser.add_argument("--variants", default="all", help="comma-separated variant names, or all (default)")
     parser.add_argument("--repeats", type=positive_int, default=2, help="timings per variant, median (default 2)")
     parser.add_argument("--seed", type=int, default=0)
@@ -93,15 +95,20 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)
     clf = Classifier.from_artifact(args.artifact, precision="fp32")
-    texts = benchmark_units(args.units, seed=args.seed)
+    if args.calibration:
+        from runtime.artifact import calibration_units
+
+        texts = calibration_units(args.artifact) or parser.error(f"{args.artifact} has no calibration units")
+    else:
+        texts = benchmark_units(args.units, seed=args.seed)
     encoded, _ = clf.encode(texts)
     table = variants(clf.model.config.num_hidden_layers)
     wanted = list(table) if args.variants == "all" else [v.strip() for v in args.variants.split(",")]
     unknown = [v for v in wanted if v not in table]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(table)}")
-    payload = header("int8_layers", {"artifact": str(args.artifact), "units": args.units, "repeats": args.repeats,
-                                     "seed": args.seed})
+    payload = header("int8_layers", {"artifact": str(args.artifact), "units": len(texts), "repeats": args.repeats,
+                                     "calibration": args.calibration, "seed": args.seed})
 
     def run(runner) -> tuple[float, np.ndarray]:
         """Median seconds of --repeats timings, and the fused probabilities."""
