@@ -42,6 +42,7 @@ from bench.common import (
     require_artifact,
     write_results,
 )
+from bench.load import worker_pids
 from bench.serving import bentoml_server, package_model, tree_cpu_seconds
 
 # Innermost frames of a thread with nothing to do (waiting for work, a socket, a timer): not CPU.
@@ -123,15 +124,6 @@ async def drive(url: str, texts: list[str], clients: int, seconds: float) -> int
     return answered
 
 
-def worker_pid(server_pid: int) -> int:
-    import psutil
-
-    for child in psutil.Process(server_pid).children(recursive=True):
-        if "_bentoml_impl.worker.service" in " ".join(child.cmdline()):
-            return child.pid
-    raise SystemExit("no service worker found under bentoml serve")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serving_profile", description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT, help="trained artifact folder")
@@ -155,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
                "FIC_MODEL": package_model(args.artifact.resolve(), home, "fp32")}
         with bentoml_server(env, Path(tmp) / "serve.log", ready_timeout=300) as (url, _, server_pid):
             asyncio.run(drive(url, texts, args.clients, 5))  # warm: connections, batcher training, kernels
-            pid = worker_pid(server_pid)
+            pids = worker_pids(server_pid)
+            if not pids:
+                raise SystemExit("no service worker found under bentoml serve")
+            pid = pids[0]
             raw = Path(tmp) / "profile.txt"
             spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--native", "--threads",
                                     "--rate", str(args.rate), "--duration", str(args.seconds), "--format", "raw",
