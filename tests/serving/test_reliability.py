@@ -527,8 +527,8 @@ def test_idle_and_slow_header_connections_are_closed(deadline_server) -> None:
 
 @pytest.mark.slow
 def test_a_page_over_the_model_time_budget_is_refused_before_its_work(model_tag, bento_home, tmp_path) -> None:
-    # The e5 default needs over two minutes for the largest page the unit and character limits allow on
-    # 2 cores: it ran into the 120 s timeout (504) after all that work. A 100 ms budget puts the tiny model
+    # The e5 default needs ~86 s for the largest page the unit and character limits allow on 2 idle
+    # cores; on busy ones it ran into the 120 s timeout (504) after all that work. A 100 ms budget puts the tiny model
     # there for a page of PAGE_UNITS units (seconds of its model time), while a one-sentence page fits.
     server = start_server(bento_home, model_tag, tmp_path / "serve.log", FIC_MAX_PAGE_MS="100",
                           FIC_MAX_PAGE_UNITS=str(PAGE_UNITS))
