@@ -28,7 +28,8 @@ BentoML:
 - `guarded_service_class`: the one place that reaches past BentoML's public API. Given to
   `@bentoml.service(service_class=...)`, it wraps the app BentoML builds in `EdgeGuard` and
   installs `ReadDeadlineProtocol` when the worker builds it, and bounds how long the adaptive
-  batcher holds a lone request (`bound_cork`); tests/serving/test_reliability.py
+  batcher holds a lone request (`bound_cork`) and gives each reply its media type once
+  (`fix_media_types`); tests/serving/test_reliability.py
   (unknown paths leave /metrics unchanged; stalled uploads are closed) catch a BentoML change.
 - `ModelQueue`: admission for /classify. BentoML's batcher sheds a request part-way (a
   256-text request was split into four batches, the first ran, the rest were shed with a

@@ -250,9 +250,7 @@ class FutureIndustryClassifier:
         from runtime.text import split_units
 
         def refuse(status: int, message: str) -> JSONResponse:
-            if ctx is not None:  # given ctx, BentoML sends ctx.response's status, not the returned response's
-                ctx.response.status_code = status
-            return error(status, message)
+            return _refuse(ctx, status, message)
 
         if explain and self.explainer is None:  # said before any work
             return refuse(*self._cannot_explain(0))
